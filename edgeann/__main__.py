@@ -1,0 +1,5 @@
+import sys
+
+from edgeann.cli import main
+
+sys.exit(main())

@@ -1,0 +1,368 @@
+"""Flow files: YAML in ``flows/`` loaded into typed, validated, frozen objects.
+
+Every section rejects unknown keys and says what it expected, with the file and the key path.
+Command-line overrides (``--set key.path=value`` and the shortcuts ``--epochs``, ``--device``)
+are applied to the YAML tree before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeann.errors import EdgeannError
+
+FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"
+DEFAULT_FLOW = "jet_mlp"
+
+# Bit widths the whole chain (Brevitas -> ONNX -> ap_fixed) represents exactly.
+WEIGHT_BITS = (2, 8)  # weights are stored as int8 in the ONNX reference
+ACT_BITS = (2, 16)  # activations, input and output: int8/uint8, or int16/uint16 above 8 bits
+BIAS_BITS = (4, 32)  # biases are stored as int32
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _bits(lo_hi: tuple[int, int], default: int, what: str):
+    return Field(default, ge=lo_hi[0], le=lo_hi[1], description=f"{what} bit width ({lo_hi[0]}-{lo_hi[1]})")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class Split(Section):
+    """Fractions of the samples for training, validation (early stopping) and the final test."""
+
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1 (got {self.train + self.val + self.test:g})")
+        return self
+
+
+class DataBase(Section):
+    split: Split = Split()
+    standardize: bool = Field(True, description="scale features to zero mean, unit variance (fit on train)")
+    max_samples: int | None = Field(None, gt=0, description="use at most this many samples (after shuffling)")
+
+
+class SyntheticData(DataBase):
+    """A small deterministic 16-feature, 5-class problem for tests and quick checks."""
+
+    source: Literal["synthetic"]
+    n_samples: int = Field(20000, ge=100)
+    n_features: int = Field(16, ge=2, le=256)
+    n_classes: int = Field(5, ge=2, le=32)
+
+
+class ArrayFileData(DataBase):
+    """Named arrays in a ``.npz`` or HDF5 file."""
+
+    source: Literal["npz", "hdf5"]
+    path: Path
+    features: str = Field("x", description="name of the feature array (N, ...)")
+    labels: str = Field("y", description="name of the integer label array (N,)")
+    classes: list[str] | None = Field(None, description="class names, in label order")
+
+
+class OpenMLData(DataBase):
+    """The hls4ml jet data set from OpenML (needs internet the first time; cached afterwards)."""
+
+    source: Literal["openml"]
+    name: str = "hls4ml_lhc_jets_hlf"
+    cache_dir: Path = Path("~/.cache/edgeann/openml")
+
+
+DataConfig = Annotated[Union[SyntheticData, ArrayFileData, OpenMLData], Field(discriminator="source")]
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+class MLPConfig(Section):
+    """Fully connected network: input -> hidden layers with ReLU -> one output per class."""
+
+    family: Literal["mlp"]
+    hidden: list[Annotated[int, Field(gt=0, le=4096)]] = Field(default_factory=lambda: [64, 32, 32], min_length=0)
+
+
+ModelConfig = Annotated[Union[MLPConfig], Field(discriminator="family")]
+
+# ---------------------------------------------------------------------------------------------
+# quantization
+
+
+class LayerQuant(Section):
+    """Per-layer bit widths; unset values fall back to the section defaults."""
+
+    weight_bits: int | None = _bits(WEIGHT_BITS, None, "weight")
+    bias_bits: int | None = _bits(BIAS_BITS, None, "bias")
+    activation_bits: int | None = _bits(ACT_BITS, None, "activation")
+
+
+class QuantConfig(Section):
+    """Fixed-point quantization: every scale is a power of two, so every value is an ap_fixed.
+
+    Activations, input and output truncate (round toward minus infinity) and saturate; weights
+    and biases are rounded to nearest once, when they are frozen into integers.
+    """
+
+    input_bits: int = _bits(ACT_BITS, 8, "input")
+    weight_bits: int = _bits(WEIGHT_BITS, 6, "weight")
+    bias_bits: int = _bits(BIAS_BITS, 16, "bias")
+    activation_bits: int = _bits(ACT_BITS, 6, "activation")
+    output_bits: int = _bits(ACT_BITS, 8, "output")
+    layers: dict[str, LayerQuant] = Field(default_factory=dict, description="per-layer overrides by layer name")
+
+    def for_layer(self, name: str) -> LayerQuant:
+        """The bit widths of one layer, overrides applied."""
+        o = self.layers.get(name, LayerQuant())
+        return LayerQuant(
+            weight_bits=o.weight_bits or self.weight_bits,
+            bias_bits=o.bias_bits or self.bias_bits,
+            activation_bits=o.activation_bits or self.activation_bits,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# pruning
+
+
+class PruneConfig(Section):
+    """Magnitude pruning as a regularizer during quantization-aware training.
+
+    ``iterative``: the "Ps and Qs" recipe: remove ``step`` of the original weights at a time
+    (globally smallest magnitude), retraining in between (``finetune``, or ``lottery``: rewind
+    the surviving weights to their initial values). ``polynomial``: sparsity follows
+    s(t) = s_f (1 - (1 - t)^3) between ``start`` and ``end``, updated every ``update_every`` steps.
+    ``start``/``end`` are fractions of the training epochs, so shorter runs keep the schedule.
+    """
+
+    method: Literal["none", "iterative", "polynomial"] = "none"
+    target_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    step: float = Field(0.1, gt=0.0, lt=1.0)
+    start: float = Field(0.1, ge=0.0, lt=1.0)
+    end: float = Field(0.7, gt=0.0, le=1.0)
+    rewind: Literal["finetune", "lottery"] = "finetune"
+    update_every: int = Field(20, ge=1, description="optimizer steps between polynomial mask updates")
+    exclude: list[str] = Field(default_factory=list, description="layer names never pruned")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must come after start ({self.start})")
+        if self.method != "none" and self.target_sparsity == 0.0:
+            raise ValueError(f"method {self.method!r} needs a target_sparsity in (0, 1)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+class EarlyStopping(Section):
+    patience: int = Field(10, ge=1, description="epochs without validation-loss improvement")
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(30, ge=1, le=100000)
+    batch_size: int = Field(1024, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(3e-3, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    schedule: Literal["constant", "cosine", "step", "plateau"] = "cosine"
+    step_epochs: int = Field(10, ge=1, description="'step' schedule: epochs between decays")
+    gamma: float = Field(0.5, gt=0, lt=1, description="'step'/'plateau' schedule: decay factor")
+    l1: float = Field(0.0, ge=0, description="L1 penalty on weights")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on weights")
+    early_stopping: EarlyStopping | None = EarlyStopping()
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# fpga
+
+
+class FpgaConfig(Section):
+    backend: Literal["Vitis", "Vivado"] = "Vitis"
+    io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
+    strategy: Literal["Latency", "Resource"] = "Latency"
+    reuse_factor: int = Field(1, ge=1)
+    clock_period: float = Field(5.0, gt=0, description="ns")
+    part: str = "xcvu13p-flga2577-2-e"
+
+
+# ---------------------------------------------------------------------------------------------
+# the flow
+
+
+class Flow(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig
+    quantization: QuantConfig = QuantConfig()
+    pruning: PruneConfig = PruneConfig()
+    training: TrainConfig = TrainConfig()
+    fpga: FpgaConfig = FpgaConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def resolve_flow_path(flow: str | Path | None) -> Path:
+    """A path as given, or the name of a flow in ``flows/`` (the built-in default when None)."""
+    if flow is None:
+        flow = DEFAULT_FLOW
+    p = Path(flow)
+    if p.exists():
+        return p
+    for candidate in (Path("flows") / f"{flow}.yaml", FLOWS_DIR / f"{flow}.yaml", FLOWS_DIR / str(flow)):
+        if candidate.is_file():
+            return candidate
+    raise EdgeannError(f"flow file {flow} not found (give a path or the name of a flow in {FLOWS_DIR})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (numbers, lists…)."""
+    if "=" not in text:
+        raise EdgeannError(f"--set {text!r}: expected key.path=value")
+    key, _, raw = text.partition("=")
+    path = [k for k in key.strip().split(".")]
+    if not all(path):
+        raise EdgeannError(f"--set {text!r}: empty key in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def _apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for k in path[:-1]:
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise EdgeannError(f"--set {'.'.join(path)}: {k} is not a section")
+        node = nxt
+    node[path[-1]] = value
+
+
+def _union_members(annotation: Any) -> dict[str, type[BaseModel]]:
+    """The classes of a discriminated union section, by tag (``{"mlp": MLPConfig, …}``)."""
+    members = {}
+    for arg in get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            for name in ("source", "family"):
+                if name in arg.model_fields:
+                    for tag in get_args(arg.model_fields[name].annotation):
+                        members[tag] = arg
+    return members
+
+
+def _walk(loc: tuple) -> tuple[list[str], type[BaseModel] | None]:
+    """Follow a pydantic error location through the Flow: (shown path, section class at the end)."""
+    shown: list[str] = []
+    model: Any = Flow
+    for part in loc:
+        if model is None:
+            shown.append(str(part))
+            continue
+        if isinstance(part, str) and part in getattr(model, "model_fields", {}):
+            shown.append(part)
+            ann = model.model_fields[part].annotation
+            members = _union_members(ann)
+            if members:
+                model = members
+            elif isinstance(ann, type) and issubclass(ann, BaseModel):
+                model = ann
+            else:
+                model = None
+        elif isinstance(model, dict) and part in model:  # the union tag pydantic inserts
+            model = model[part]
+        elif isinstance(model, type) and part in _union_members(Union[model, None]):
+            pass  # the tag of a one-member union
+        else:
+            shown.append(str(part))
+            model = None
+    return shown, model if isinstance(model, type) else None
+
+
+def _format_error(err: dict, source: str) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        shown, parent = _walk(err["loc"][:-1])
+        where = ".".join(shown + [str(err["loc"][-1])])
+        hint = f" (expected one of: {', '.join(parent.model_fields)})" if parent else ""
+        return f"{source}: unknown key {where}{hint}"
+    shown, _ = _walk(err["loc"])
+    where = ".".join(shown) or "(top level)"
+    if kind == "missing":
+        return f"{source}: missing key {where}"
+    got = err.get("input")
+    got_s = "" if isinstance(got, (dict, list)) or kind.startswith("union_tag") else f" (got {got!r})"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{source}: {where}: {msg}{got_s}"
+
+
+def load_flow(path: str | Path | None = None, overrides: list[str] = (), **shortcuts: Any) -> Flow:
+    """Read and validate a flow. ``shortcuts`` are ``epochs=…``, ``device=…`` (``None`` = keep)."""
+    p = resolve_flow_path(path)
+    try:
+        tree = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise EdgeannError(f"cannot read flow {p}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise EdgeannError(f"{p}:{where}: malformed YAML: {problem}") from None
+    if tree is None:
+        raise EdgeannError(f"{p}: the flow file is empty")
+    if not isinstance(tree, dict):
+        raise EdgeannError(f"{p}: expected a mapping of sections at the top level, got {type(tree).__name__}")
+    tree.setdefault("name", p.stem)
+    paths = {"epochs": ["training", "epochs"], "device": ["training", "device"]}
+    for key, value in shortcuts.items():
+        if value is not None:
+            _apply_override(tree, paths[key], value)
+    for text in overrides:
+        _apply_override(tree, *parse_override(text))
+    source = str(p) + (" (with overrides)" if overrides or any(v is not None for v in shortcuts.values()) else "")
+    try:
+        return Flow.model_validate(tree)
+    except ValidationError as e:
+        errors = e.errors()
+        msg = _format_error(errors[0], source)
+        if len(errors) > 1:
+            msg += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise EdgeannError(msg) from None
+
+
+def expand(path: Path) -> Path:
+    return Path(os.path.expanduser(str(path)))

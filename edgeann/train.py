@@ -1,0 +1,249 @@
+"""Quantization-aware training with pruning: the ``train`` stage.
+
+Small tabular data is moved to the device once and batched by index (no per-sample loader).
+Every epoch writes ``checkpoints/last.pt`` atomically; ``best.pt`` is the epoch with the lowest
+validation loss among those at the target sparsity, so the best model is always fully pruned.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from edgeann.config import Flow, TrainConfig
+from edgeann.data import Dataset, Splits
+from edgeann.errors import EdgeannError
+from edgeann.models import EdgeModel, create_model
+from edgeann.prune import Pruner, layer_sparsity, total_sparsity
+
+CHECKPOINT_FORMAT = 1
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EdgeannError(f"device {name} requested but CUDA is not available (torch {torch.__version__}); use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise EdgeannError(f"device {name} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device(name)
+
+
+class DeviceData:
+    """A split held as tensors on the device, batched by shuffled index."""
+
+    def __init__(self, ds: Dataset, device: torch.device):
+        self.x = torch.as_tensor(ds.x, device=device)
+        self.y = torch.as_tensor(ds.y, device=device)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(self, size: int, seed: int | None = None):
+        n = len(self.y)
+        if seed is None:
+            order = None
+        else:
+            g = torch.Generator().manual_seed(seed)
+            order = torch.randperm(n, generator=g).to(self.x.device)
+        for i in range(0, n, size):
+            idx = slice(i, i + size) if order is None else order[i : i + size]
+            yield self.x[idx], self.y[idx]
+
+
+def weight_penalty(model: EdgeModel, cfg: TrainConfig) -> torch.Tensor | float:
+    if not (cfg.l1 or cfg.l2):
+        return 0.0
+    total = 0.0
+    for m in model.prunable().values():
+        if cfg.l1:
+            total = total + cfg.l1 * m.weight.abs().sum()
+        if cfg.l2:
+            total = total + cfg.l2 * m.weight.pow(2).sum()
+    return total
+
+
+@torch.no_grad()
+def predict_logits(model: EdgeModel, data: DeviceData, batch: int = 8192) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(xb) for xb, _ in data.batches(batch)])
+
+
+@torch.no_grad()
+def evaluate(model: EdgeModel, data: DeviceData) -> tuple[float, float]:
+    logits = predict_logits(model, data)
+    return float(F.cross_entropy(logits, data.y)), float((logits.argmax(1) == data.y).float().mean())
+
+
+def make_optimizer(model: EdgeModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs, gamma=cfg.gamma)
+    if cfg.schedule == "plateau":
+        patience = max(1, (cfg.early_stopping.patience if cfg.early_stopping else 10) // 2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.gamma, patience=patience)
+    return None
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a crash leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    if not path.is_file():
+        raise EdgeannError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise EdgeannError(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise EdgeannError(f"checkpoint {path} is not an edgeann checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def build_model(flow: Flow, sample_shape: tuple[int, ...], n_classes: int) -> EdgeModel:
+    """The flow's quantized model, with pruning masks attached (the shape every checkpoint has)."""
+    from edgeann.prune import attach_masks
+
+    model = create_model(flow.model, sample_shape, n_classes, flow.quantization)
+    attach_masks(model)
+    return model
+
+
+def restore(model: EdgeModel, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise EdgeannError(f"checkpoint {path} does not fit this flow's model ({str(e).splitlines()[0][:160]})") from None
+
+
+@dataclass
+class TrainResult:
+    model: EdgeModel
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+
+def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``flow``'s model on ``splits``; checkpoints go to ``run_dir/checkpoints``."""
+    cfg = flow.training
+    device = select_device(cfg.device)
+    torch.manual_seed(flow.seed)
+    model = build_model(flow, splits.sample_shape, len(splits.classes)).to(device)
+    train_data, val_data = DeviceData(splits.train, device), DeviceData(splits.val, device)
+    steps = -(-len(train_data) // cfg.batch_size)
+    pruner = Pruner(model, flow.pruning, cfg.epochs, steps)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    history: list[dict] = []
+    best_loss, best_epoch, bad_epochs, start = float("inf"), None, 0, 0
+
+    if resume:
+        state = load_checkpoint(ckpt_dir / "last.pt", device)
+        restore(model, state, ckpt_dir / "last.pt")
+        try:
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None and state.get("scheduler"):
+                sched.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError) as e:
+            raise EdgeannError(f"checkpoint {ckpt_dir / 'last.pt'}: optimizer state does not fit ({e})") from None
+        pruner.load_state_dict(state["pruner"])
+        history = list(state["history"])
+        best_loss, best_epoch, bad_epochs = state["best_loss"], state["best_epoch"], state["bad_epochs"]
+        start = state["epoch"] + 1
+        if start >= cfg.epochs:
+            raise EdgeannError(f"{run_dir} already trained {start} epochs; raise --epochs to continue")
+
+    bar = tqdm(total=(cfg.epochs - start) * steps, disable=not progress, unit="step", dynamic_ncols=True,
+               desc="train", mininterval=0.5)
+    stopped_early = False
+    for epoch in range(start, cfg.epochs):
+        if pruner.on_epoch_start(epoch):  # lottery rewind: start the optimizer afresh
+            opt = make_optimizer(model, cfg)
+            sched = make_scheduler(opt, cfg)
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for step, (xb, yb) in enumerate(train_data.batches(cfg.batch_size, seed=flow.seed * 100003 + epoch)):
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            (loss + weight_penalty(model, cfg)).backward()
+            opt.step()
+            pruner.apply()
+            pruner.on_step(epoch * steps + step + 1)
+            seen += len(yb)
+            loss_sum += float(loss) * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+            bar.update()
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.4f} acc {correct / seen:.3f}", refresh=False)
+        val_loss, val_acc = evaluate(model, val_data)
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(val_loss)
+        elif sched is not None:
+            sched.step()
+        sparsity = total_sparsity(model)
+        record = {
+            "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+            "val_loss": val_loss, "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"], "sparsity": sparsity,
+        }
+        history.append(record)
+        at_target = epoch >= pruner.final_epoch
+        if at_target and val_loss < best_loss - (cfg.early_stopping.min_delta if cfg.early_stopping else 0.0):
+            best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
+            save_checkpoint(ckpt_dir / "best.pt", {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch})
+        elif at_target:
+            bad_epochs += 1
+        save_checkpoint(ckpt_dir / "last.pt", {
+            "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None, "pruner": pruner.state_dict(),
+            "epoch": epoch, "history": history, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+        })
+        if progress:
+            bar.write(
+                f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  acc {record['train_accuracy']:.3f}  "
+                f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  sparsity {sparsity:.2f}"
+                + ("  *best*" if best_epoch == epoch + 1 else "")
+            )
+        if cfg.early_stopping and at_target and bad_epochs >= cfg.early_stopping.patience:
+            stopped_early = True
+            break
+    bar.close()
+    if best_epoch is not None:
+        restore(model, load_checkpoint(ckpt_dir / "best.pt", device), ckpt_dir / "best.pt")
+    return TrainResult(model.eval(), history, best_epoch, stopped_early)
+
+
+def per_layer_sparsity(model: EdgeModel) -> dict[str, float]:
+    return layer_sparsity(model)
+
+
+def logits_numpy(model: EdgeModel, ds: Dataset, device: torch.device | None = None) -> np.ndarray:
+    device = device or next(model.parameters()).device
+    return predict_logits(model, DeviceData(ds, device)).double().cpu().numpy()
