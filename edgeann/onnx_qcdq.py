@@ -7,7 +7,7 @@ The result is the onnxruntime reference for the firmware, so it must compute exa
   (exact in binary floating point), then ``QuantizeLinear -> Clip -> DequantizeLinear``
   saturates it (``QuantizeLinear`` alone would round half to even);
 * 9-16-bit quantizers clip in float before an int16/uint16 ``QuantizeLinear``
-  (onnxruntime has no int16 ``Clip``);
+  (onnxruntime has no int16 ``Clip``); 17-24-bit ones saturate with a float ``Clip`` alone;
 * a dense layer sums in float32 only when every partial sum is provably below 2^24 in units
   of its least significant bit (then float32 is exact); wider layers sum in float64, exact
   below 2^53, so no accumulator is ever rounded.
@@ -30,6 +30,7 @@ from edgeann import ir
 OPSET = 21
 IR_VERSION = 10
 FLOAT32_EXACT = 2**24
+MAX_QUANTIZER_BITS = 24
 
 
 class _Builder:
@@ -66,6 +67,14 @@ def emit_quantizer(b: _Builder, x: str, t: ir.FixedType, out: str, hint: str) ->
     y = b.op("Mul", [b.op("Floor", [b.op("Mul", [x, up], hint=hint)], hint=hint), down], hint=hint)
     if wide:  # exact after saturation: in-range values have at most 16 significant bits
         y = b.op("Cast", [y], hint=hint, to=TensorProto.FLOAT)
+    if t.width > MAX_QUANTIZER_BITS:
+        raise ValueError(f"{hint}: a {t.width}-bit quantizer is wider than the {MAX_QUANTIZER_BITS} bits float32 holds exactly")
+    if t.width > 16:  # no 32-bit QuantizeLinear: saturate in float32, exact up to 24 bits
+        lo = b.const(f"{hint}/min", np.float32(t.int_min * t.scale))
+        hi = b.const(f"{hint}/max", np.float32(t.int_max * t.scale))
+        out = b.op("Clip", [y, lo, hi], out=out, hint=hint)
+        b.dtype[out] = TensorProto.FLOAT
+        return out
     storage, bits = _storage(t)
     scale = b.const(f"{hint}/scale", np.float32(t.scale))
     zero = b.const(f"{hint}/zero_point", storage(0))

@@ -189,7 +189,9 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
             opt = make_optimizer(model, cfg)
             sched = make_scheduler(opt, cfg)
         model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen = 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        correct = torch.zeros((), device=device, dtype=torch.long)
         for step, (xb, yb) in enumerate(train_data.batches(cfg.batch_size, seed=flow.seed * 100003 + epoch)):
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
@@ -199,10 +201,13 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
             pruner.apply()
             pruner.on_step(epoch * steps + step + 1)
             seen += len(yb)
-            loss_sum += float(loss) * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
             bar.update()
-            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.4f} acc {correct / seen:.3f}", refresh=False)
+            if progress and (step % 10 == 0 or step == steps - 1):
+                bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {float(loss_sum) / seen:.4f} "
+                                    f"acc {int(correct) / seen:.3f}", refresh=False)
+        loss_sum, correct = float(loss_sum), int(correct)
         val_loss, val_acc = evaluate(model, val_data)
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step(val_loss)

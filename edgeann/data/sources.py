@@ -91,7 +91,8 @@ def openml(cfg, seed: int) -> Dataset:
 
     cache = expand(cfg.cache_dir)
     try:
-        bunch = fetch_openml(name=cfg.name, version=1, data_home=str(cache), as_frame=False, parser="liac-arff")
+        bunch = fetch_openml(name=cfg.name, version=1, data_home=str(cache), as_frame=False, parser="liac-arff",
+                             n_retries=1, delay=0.5)
     except Exception as e:
         raise EdgeannError(
             f"cannot load OpenML data set {cfg.name!r} (not in the cache at {cache}, and downloading failed: "

@@ -1,0 +1,109 @@
+"""Bad input ends in one line naming the problem and exit status 2, and nothing is overwritten."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeann.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    assert err.startswith("edgeann: error: ") and "\n" not in err and "Traceback" not in err
+    for f in fragments:
+        assert f in err, err
+
+
+def test_unknown_key_from_the_real_entry_point(make_flow, tiny_flow_tree, tmp_path):
+    tiny_flow_tree["training"]["epoch"] = 3
+    flow = make_flow(tiny_flow_tree)
+    proc = subprocess.run([sys.executable, "-m", "edgeann", "train", str(flow), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert "unknown key training.epoch" in err and str(flow) in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("tree_edit, fragments", [
+    (lambda t: t.update(data={"source": "npz", "path": "/nonexistent/data.npz"}), ["data file /nonexistent/data.npz not found"]),
+    (lambda t: t["quantization"].update(weight_bits=12), ["quantization.weight_bits", "less than or equal to 8"]),
+    (lambda t: t["pruning"].update(target_sparsity=1.5), ["pruning.target_sparsity"]),
+    (lambda t: t.update(extra_section={}), ["unknown key extra_section"]),
+])
+def test_flow_problems(capsys, make_flow, tiny_flow_tree, tmp_path, tree_edit, fragments):
+    tree_edit(tiny_flow_tree)
+    code, err = run_cli(capsys, "train", str(make_flow(tiny_flow_tree)), "--out", str(tmp_path / "r"), "-q")
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+def test_malformed_yaml(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {family: mlp\n")
+    assert_one_line_error(*run_cli(capsys, "train", str(bad)), "bad.yaml", "malformed YAML")
+
+
+def test_missing_flow_file(capsys, tmp_path):
+    assert_one_line_error(*run_cli(capsys, "train", str(tmp_path / "nope.yaml")), "nope.yaml not found")
+
+
+@pytest.mark.parametrize("make_data, fragments", [
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 17, np.nan, x), y), ["contain NaN or Inf", "row 1"]),
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 3, np.inf, x), y), ["NaN or Inf", "row 0"]),
+    (lambda x, y: (x, np.where(np.arange(len(y)) == 5, 7, y)), ["label(s) outside 0..4", "row 5"]),
+])
+def test_bad_data(capsys, make_flow, tiny_flow_tree, tmp_path, make_data, fragments):
+    rng = np.random.default_rng(0)
+    x, y = make_data(rng.normal(size=(500, 16)), rng.integers(0, 5, 500))
+    np.savez(tmp_path / "d.npz", x=x, y=y, classes=np.array(list("gqwzt")))
+    tiny_flow_tree["data"] = {"source": "npz", "path": str(tmp_path / "d.npz")}
+    code, err = run_cli(capsys, "train", str(make_flow(tiny_flow_tree)), "--out", str(tmp_path / "r"), "-q")
+    assert_one_line_error(code, err, str(tmp_path / "d.npz"), *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_data_file(capsys, make_flow, tiny_flow_tree, tmp_path):
+    (tmp_path / "d.npz").write_bytes(b"PK\x03\x04 garbage")
+    tiny_flow_tree["data"] = {"source": "npz", "path": str(tmp_path / "d.npz")}
+    code, err = run_cli(capsys, "train", str(make_flow(tiny_flow_tree)), "--out", str(tmp_path / "r"), "-q")
+    assert_one_line_error(code, err, "not a readable .npz file")
+
+
+def test_existing_run_directory_needs_force(capsys, tiny_flow, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "metrics.json").write_text("precious")
+    assert_one_line_error(*run_cli(capsys, "train", str(tiny_flow), "--out", str(run), "-q"), "already exists", "--force")
+    assert (run / "metrics.json").read_text() == "precious"
+
+
+def test_resume_without_checkpoint_and_force_with_resume(capsys, tiny_flow, tmp_path):
+    assert_one_line_error(*run_cli(capsys, "train", str(tiny_flow), "--out", str(tmp_path / "r"), "--resume"),
+                          "cannot resume")
+    assert_one_line_error(*run_cli(capsys, "train", str(tiny_flow), "--force", "--resume"), "exclude each other")
+
+
+def test_cuda_requested_without_cuda(capsys, tiny_flow, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, err = run_cli(capsys, "train", str(tiny_flow), "--device", "cuda", "--out", str(tmp_path / "r"), "-q")
+    assert_one_line_error(code, err, "CUDA is not available")
+    assert not (tmp_path / "r").exists()
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert_one_line_error(*run_cli(capsys, "train", "--epochs", "zero"), "--epochs")
+    assert_one_line_error(*run_cli(capsys, "no-such-command"), "No such command")
+    assert_one_line_error(*run_cli(capsys, "train", "--set", "novalue"), "expected key.path=value")

@@ -1,0 +1,86 @@
+import pytest
+
+from edgeann.config import Flow, QuantConfig, load_flow, parse_override
+from edgeann.errors import EdgeannError
+
+
+def test_default_flow_loads_and_round_trips():
+    flow = load_flow("jet_mlp")
+    assert flow.name == "jet_mlp"
+    assert flow.model.family == "mlp" and flow.model.hidden == [64, 32, 32]
+    assert flow.quantization.weight_bits == 6 and flow.quantization.activation_bits == 6
+    again = Flow.model_validate(__import__("yaml").safe_load(flow.to_yaml()))
+    assert again == flow
+
+
+def test_overrides_are_typed_and_validated(tiny_flow):
+    flow = load_flow(tiny_flow, ["model.hidden=[8, 4]", "quantization.layers.fc1.weight_bits=3"], epochs=2, device="cpu")
+    assert flow.model.hidden == [8, 4]
+    assert flow.training.epochs == 2 and flow.training.device == "cpu"
+    assert flow.quantization.for_layer("fc1").weight_bits == 3
+    assert flow.quantization.for_layer("fc2").weight_bits == flow.quantization.weight_bits
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("training.epoch=3", "unknown key training.epoch (expected one of: epochs,"),
+        ("data.n_sampels=10", "unknown key data.n_sampels"),
+        ("model.hidden=[4, x]", "model.hidden.1:"),
+        ("quantization.weight_bits=9", "quantization.weight_bits: Input should be less than or equal to 8"),
+        ("quantization.activation_bits=1", "quantization.activation_bits: Input should be greater than or equal to 2"),
+        ("pruning.target_sparsity=1.0", "pruning.target_sparsity: Input should be less than 1"),
+        ("pruning.target_sparsity=-0.1", "pruning.target_sparsity"),
+        ("training.device=gpu", "training.device: expected auto, cpu, cuda or cuda:N"),
+        ("data.source=csv", "data: Input tag 'csv'"),
+        ("training.lr=fast", "training.lr: Input should be a valid number"),
+    ],
+)
+def test_bad_values_name_file_key_and_expectation(tiny_flow, override, expected):
+    with pytest.raises(EdgeannError) as e:
+        load_flow(tiny_flow, [override])
+    msg = str(e.value)
+    assert str(tiny_flow) in msg and expected in msg
+    assert "\n" not in msg
+
+
+def test_malformed_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {source: synthetic\nmodel: [")
+    with pytest.raises(EdgeannError, match=r"bad.yaml:.*line \d+.*malformed YAML"):
+        load_flow(bad)
+    with pytest.raises(EdgeannError, match="not found"):
+        load_flow(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(EdgeannError, match="expected a mapping"):
+        load_flow(tmp_path / "list.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(EdgeannError, match="empty"):
+        load_flow(tmp_path / "empty.yaml")
+
+
+def test_missing_sections_are_named(make_flow):
+    with pytest.raises(EdgeannError, match="missing key model"):
+        load_flow(make_flow({"data": {"source": "synthetic"}}))
+
+
+def test_split_and_schedule_consistency(tiny_flow):
+    with pytest.raises(EdgeannError, match="train \\+ val \\+ test must be 1"):
+        load_flow(tiny_flow, ["data.split={train: 0.5, val: 0.2, test: 0.2}"])
+    with pytest.raises(EdgeannError, match="must come after start"):
+        load_flow(tiny_flow, ["pruning.start=0.8", "pruning.end=0.5"])
+    with pytest.raises(EdgeannError, match="needs a target_sparsity"):
+        load_flow(tiny_flow, ["pruning.target_sparsity=0"])
+
+
+def test_parse_override():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=[1, 2]") == (["a"], [1, 2])
+    assert parse_override("a.b=text") == (["a", "b"], "text")
+    with pytest.raises(EdgeannError):
+        parse_override("novalue")
+
+
+def test_quant_config_defaults():
+    q = QuantConfig()
+    assert (q.weight_bits, q.activation_bits) == (6, 6)
