@@ -55,6 +55,120 @@ def _train_summary(run_dir: Path) -> None:
     )
 
 
+def _fpga_options(f):
+    f = click.option("--backend", type=click.Choice(["Vitis", "Vivado"], case_sensitive=False), help="HLS back end.")(f)
+    f = click.option("--io-type", type=click.Choice(["io_parallel", "io_stream"]), help="hls4ml io type.")(f)
+    f = click.option("--strategy", type=click.Choice(["Latency", "Resource"], case_sensitive=False), help="hls4ml strategy.")(f)
+    f = click.option("--reuse-factor", type=click.IntRange(min=1), help="Multiplications per multiplier.")(f)
+    f = click.option("--clock-period", type=click.FloatRange(min=0, min_open=True), help="Clock period in ns.")(f)
+    f = click.option("--part", help="FPGA part, e.g. xcvu13p-flga2577-2-e.")(f)
+    return f
+
+
+def _overrides(**kw) -> dict:
+    return {k: (v.capitalize() if k == "backend" else v) for k, v in kw.items() if v is not None}
+
+
+@app.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--fpga", is_flag=True, help="Build hls4ml firmware, compile its C simulation and verify it bit for bit.")
+@click.option("--out", type=click.Path(path_type=Path), help="Project directory (default hls_projects/<name>).")
+@click.option("--force", is_flag=True, help="Replace an existing project directory.")
+@click.option("--precision", metavar="TYPE", help="For a float ONNX model: post-training fixed point, e.g. 'ap_fixed<16,6>'.")
+@click.option("--synth", is_flag=True, help="Also run C synthesis when Vitis/Vivado HLS is on PATH.")
+@click.option("--allow-mismatch", is_flag=True, help="Exit 0 even when the firmware is not bit-exact.")
+@_fpga_options
+def export(source, fpga, out, force, precision, synth, allow_mismatch, backend, io_type, strategy, reuse_factor,
+           clock_period, part):
+    """Firmware from SOURCE: a run directory from `edgeann train`, a QONNX model, or a float ONNX
+    model with --precision. Writes verification.json and report.json into the project."""
+    from edgeann.pipeline import export_firmware
+
+    if not fpga:
+        raise EdgeannError("nothing to do: `edgeann train` already exports ONNX and QONNX; add --fpga for firmware")
+    project, result = export_firmware(
+        source, out, _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
+                                clock_period=clock_period, part=part),
+        force=force, precision=precision, synth=synth, echo=click.echo)
+    _verification_outcome(project, result, allow_mismatch)
+
+
+def _verification_outcome(project: Path, result: dict, allow_mismatch: bool) -> None:
+    click.echo(f"{project}: {result['summary']}")
+    click.echo(f"{project / 'verification.json'}, {project / 'report.json'}; firmware sha256 {result['firmware_sha256'][:16]}…")
+    if not result["exact"] and not allow_mismatch:
+        raise click.exceptions.Exit(1)
+
+
+@app.command()
+@click.argument("project", type=click.Path(path_type=Path))
+@click.option("--inputs", type=click.Path(path_type=Path), help="A .npy file of input vectors (default: the export's).")
+@click.option("--allow-mismatch", is_flag=True, help="Exit 0 even when the firmware is not bit-exact.")
+def verify(project, inputs, allow_mismatch):
+    """Re-run the bit-exactness check of an exported firmware PROJECT."""
+    from edgeann.pipeline import verify_project
+
+    _verification_outcome(project, verify_project(project, inputs), allow_mismatch)
+
+
+@app.command()
+@click.argument("flow", required=False)
+@click.option("--epochs", type=click.IntRange(min=1), help="Override training.epochs.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N (overrides training.device).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<flow name>).")
+@click.option("--project", type=click.Path(path_type=Path), help="Firmware project (default hls_projects/<flow name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override any flow key (repeatable).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory and project.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def run(flow, epochs, device, out, project, overrides, force, quiet):
+    """The whole line on FLOW (default jet_mlp): train -> export -> firmware -> C simulation -> verify -> report."""
+    from edgeann.config import load_flow
+    from edgeann.pipeline import default_run_dir, export_firmware, train_run
+
+    cfg = load_flow(flow, list(overrides), epochs=epochs, device=device)
+    target = Path(project) if project else Path("hls_projects") / cfg.name
+    if target.exists() and any(target.iterdir()) and not force:
+        raise EdgeannError(f"output directory {target} already exists; use --force to replace it")
+    run_dir = train_run(cfg, out or default_run_dir(cfg), force=force, progress=not quiet)
+    _train_summary(run_dir)
+    proj, result = export_firmware(run_dir, target, force=force, echo=click.echo)
+    _verification_outcome(proj, result, False)
+
+
+@app.group()
+def data():
+    """Data sets: generate physics data offline."""
+
+
+@data.group()
+def generate():
+    """Generate a data set."""
+
+
+@generate.command("jets")
+@click.option("--n-per-class", type=click.IntRange(min=1), required=True, help="Jets of each class (g, q, W, Z, top).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="HDF5 file to write.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Generator processes.")
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True, help="Random seed.")
+@click.option("--image-size", type=click.IntRange(min=4), default=16, show_default=True, help="Jet image pixels per side.")
+@click.option("--n-constituents", type=click.IntRange(min=1), default=20, show_default=True, help="Sequence length.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def generate_jets_command(n_per_class, out, workers, seed, image_size, n_constituents, quiet):
+    """Pythia 8 + FastJet jets at 13 TeV, pT near 1 TeV, anti-kT R=0.8: the 16 hls4ml features,
+    jet images and constituent sequences, with physics checks and a mass plot beside the file."""
+    from edgeann.data.jets import generate_jets, physics_checks
+
+    path = generate_jets(out, n_per_class, seed=seed, workers=workers, image_size=image_size,
+                         n_constituents=n_constituents, progress=not quiet)
+    checks = physics_checks(path)
+    masses = ", ".join(f"{c} {v['median_mass_mmdt_gev']:.1f}" for c, v in checks["classes"].items())
+    click.echo(f"{path}: median groomed mass (GeV) {masses}; physics checks "
+               f"{'passed' if checks['passed'] else 'FAILED: ' + ', '.join(k for k, v in checks['checks'].items() if not v['passed'])}")
+    png = path.with_name(path.stem + "_physics.png")
+    if png.exists():
+        click.echo(f"plot: {png}")
+
+
 @app.command("flows")
 def list_flows():
     """List the flows that ship with edgeann."""

@@ -84,7 +84,31 @@ class OpenMLData(DataBase):
     cache_dir: Path = Path("~/.cache/edgeann/openml")
 
 
-DataConfig = Annotated[Union[SyntheticData, ArrayFileData, OpenMLData], Field(discriminator="source")]
+class JetsData(DataBase):
+    """Jets generated offline with Pythia 8 + FastJet (:mod:`edgeann.data.jets`), cached on disk.
+
+    The file is generated on first use (``n_per_class`` jets of each of g, q, W, Z, top) and
+    reused afterwards; ``representation`` picks what the model sees: the 16 hls4ml features,
+    the jet images or the constituent sequences.
+    """
+
+    source: Literal["jets"]
+    representation: Literal["features", "images", "sequences"] = "features"
+    n_per_class: int = Field(5000, ge=1, le=10_000_000)
+    generator_seed: int = Field(1, ge=0, description="Pythia seed of the generated file")
+    workers: int = Field(2, ge=1, le=256, description="processes generating jets")
+    image_size: int = Field(16, ge=4, le=128)
+    n_constituents: int = Field(20, ge=1, le=200)
+    path: Path | None = Field(None, description="cache file (default data/jets/<settings>.h5)")
+
+    def file(self) -> Path:
+        if self.path is not None:
+            return expand(self.path)
+        return Path("data") / "jets" / (f"jets_n{self.n_per_class}_seed{self.generator_seed}_img{self.image_size}"
+                                         f"_seq{self.n_constituents}.h5")
+
+
+DataConfig = Annotated[Union[SyntheticData, ArrayFileData, OpenMLData, JetsData], Field(discriminator="source")]
 
 # ---------------------------------------------------------------------------------------------
 # model

@@ -103,3 +103,35 @@ def openml(cfg, seed: int) -> Dataset:
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[s] for s in labels], np.int64)
     return Dataset(np.asarray(bunch.data, np.float32), y, classes, list(bunch.feature_names), origin=f"OpenML {cfg.name}")
+
+
+@register_source("jets")
+def jets(cfg, seed: int) -> Dataset:
+    """Generated jets; the file is made (and cached) the first time a flow asks for it."""
+    import h5py
+
+    path = cfg.file()
+    if not path.is_file():
+        from edgeann.data.jets import generate_jets
+
+        print(f"generating {5 * cfg.n_per_class} jets with Pythia 8 + FastJet into {path} (cached for later runs)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_jets(path, cfg.n_per_class, seed=cfg.generator_seed, workers=cfg.workers, image_size=cfg.image_size,
+                      n_constituents=cfg.n_constituents)
+    try:
+        with h5py.File(path, "r") as f:
+            if not f.attrs.get("complete", False):
+                raise EdgeannError(f"{path}: the jet file is incomplete; delete it to generate it again")
+            key = cfg.representation
+            if key not in f:
+                raise EdgeannError(f"{path}: no {key!r} dataset (it has: {', '.join(f.keys())})")
+            x = f[key][()]
+            y = f["labels"][()]
+            classes = [c.decode() if isinstance(c, bytes) else str(c) for c in f["labels"].attrs["classes"]]
+            names = f[key].attrs.get("names")
+    except EdgeannError:
+        raise
+    except Exception as e:
+        raise EdgeannError(f"{path}: not a readable jet file ({type(e).__name__}: {e})") from None
+    feature_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
+    return Dataset(x.astype(np.float32), y.astype(np.int64), classes, feature_names, origin=str(path))

@@ -2,7 +2,7 @@ import h5py
 import numpy as np
 import pytest
 
-from edgeann.config import ArrayFileData, OpenMLData, SyntheticData
+from edgeann.config import ArrayFileData, JetsData, OpenMLData, SyntheticData, load_flow
 from edgeann.data import Scaler, load_dataset, prepare
 from edgeann.errors import EdgeannError
 
@@ -68,3 +68,27 @@ def test_openml_without_internet_says_what_to_do(tmp_path):
     cfg = OpenMLData(source="openml", name="edgeann_no_such_dataset_xyz", cache_dir=tmp_path)
     with pytest.raises(EdgeannError, match="cannot load OpenML data set"):
         load_dataset(cfg, 0)
+
+
+def test_jets_source_generates_once_and_serves_every_representation(tmp_path):
+    cfg = JetsData(source="jets", n_per_class=6, path=tmp_path / "j.h5", workers=1)
+    ds = load_dataset(cfg, 0)
+    assert ds.x.shape == (30, 16) and ds.feature_names[0] == "j_zlogz" and ds.classes == ["g", "q", "w", "z", "t"]
+    assert np.bincount(ds.y).tolist() == [6] * 5
+    stamp = (tmp_path / "j.h5").stat().st_mtime_ns
+    for rep, shape in [("images", (30, 16, 16)), ("sequences", (30, 20, 5))]:
+        assert load_dataset(cfg.model_copy(update={"representation": rep}), 0).x.shape == shape
+    assert (tmp_path / "j.h5").stat().st_mtime_ns == stamp  # cached, not generated again
+
+
+def test_default_flow_trains_on_generated_jets():
+    flow = load_flow("jet_mlp")
+    assert flow.data.source == "jets" and flow.data.representation == "features"
+    assert flow.data.file().name == "jets_n5000_seed1_img16_seq20.h5"
+
+
+def test_incomplete_jet_file_is_refused(tmp_path):
+    with h5py.File(tmp_path / "j.h5", "w") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(EdgeannError, match="incomplete"):
+        load_dataset(JetsData(source="jets", path=tmp_path / "j.h5"), 0)
