@@ -9,6 +9,8 @@ Arithmetic convention (the same in PyTorch, ONNX and firmware):
 * a tensor holds integers ``q`` on the grid of its :class:`FixedType`: value = ``q * 2**-frac``;
 * products and sums are exact (accumulators are sized so they can never overflow);
 * every requantization **truncates** (floor, ``AP_TRN``) and then **saturates** (``AP_SAT``).
+  Foreign models may ask for round-half-to-even instead (``rounding="half_even"``,
+  ``AP_RND_CONV``, what ONNX ``QuantizeLinear`` does); edgeann's own models never do.
 """
 
 from __future__ import annotations
@@ -78,16 +80,34 @@ class FixedType:
         return FixedType(width, frac, True)
 
 
-def quantize_float(x: np.ndarray, t: FixedType) -> np.ndarray:
-    """Float input to integer codes of ``t``: floor onto the grid, then saturate (exact in float64)."""
-    v = np.floor(np.asarray(x, dtype=np.float64) * 2.0**t.frac)
+ROUNDINGS = ("floor", "half_even")  # floor = AP_TRN (edgeann's own models); half_even = AP_RND_CONV
+
+
+def quantize_float(x: np.ndarray, t: FixedType, rounding: str = "floor") -> np.ndarray:
+    """Float input to integer codes of ``t``: round onto the grid, then saturate (exact in float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    scaled = x * 2.0**t.frac
+    if rounding == "half_even":
+        v = np.round(scaled)
+    else:
+        v = np.floor(scaled)
+        # x * 2**frac is exact unless it underflows to -0.0 (x a tiny negative, frac < 0): its floor is then -1
+        v = np.where((v == 0) & (x < 0), -1.0, v)
     return np.clip(v, t.int_min, t.int_max).astype(np.int64)
 
 
-def requantize(q: np.ndarray, frac: int, t: FixedType) -> np.ndarray:
-    """Integer codes on grid ``2**-frac`` to codes of ``t``: floor (arithmetic shift), saturate."""
+def requantize(q: np.ndarray, frac: int, t: FixedType, rounding: str = "floor") -> np.ndarray:
+    """Integer codes on grid ``2**-frac`` to codes of ``t``: round (floor = arithmetic shift), saturate."""
     shift = frac - t.frac
-    q = q >> shift if shift > 0 else q << (-shift)
+    if shift <= 0:
+        q = q << (-shift)
+    elif rounding == "half_even":
+        floor = q >> shift
+        rest = q - (floor << shift)  # 0 .. 2**shift - 1
+        half = 1 << (shift - 1)
+        q = floor + ((rest > half) | ((rest == half) & (floor & 1 == 1)))
+    else:
+        q = q >> shift
     return np.clip(q, t.int_min, t.int_max)
 
 
@@ -139,15 +159,16 @@ class Input(Node):
 
     shape: tuple[int, ...] = ()
     type: FixedType = FixedType(8, 0)
+    rounding: str = "floor"
     op: ClassVar[str] = "Input"
 
     def infer(self, ins):
         return TensorInfo(tuple(self.shape), self.type, self.type.int_min, self.type.int_max)
 
 
-def _requant_info(shape, t: FixedType, lo: int, hi: int, frac: int) -> TensorInfo:
+def _requant_info(shape, t: FixedType, lo: int, hi: int, frac: int, rounding: str = "floor") -> TensorInfo:
     """Range of ``requantize`` applied to integers in [lo, hi] on grid ``frac``."""
-    lo_q, hi_q = requantize(np.array([lo, hi], dtype=np.int64), frac, t)
+    lo_q, hi_q = requantize(np.array([lo, hi], dtype=np.int64), frac, t, rounding)
     return TensorInfo(tuple(shape), t, int(lo_q), int(hi_q))
 
 
@@ -197,14 +218,15 @@ class Relu(Node):
     """``max(x, 0)`` requantized (floor, saturate) onto ``type``."""
 
     type: FixedType = FixedType(8, 0, False)
+    rounding: str = "floor"
     op: ClassVar[str] = "Relu"
 
     def infer(self, ins):
         (x,) = ins
-        return _requant_info(x.shape, self.type, max(x.lo, 0), max(x.hi, 0), x.type.frac)
+        return _requant_info(x.shape, self.type, max(x.lo, 0), max(x.hi, 0), x.type.frac, self.rounding)
 
     def execute(self, ins, infos):
-        return requantize(np.maximum(ins[0], 0), infos[0].type.frac, self.type)
+        return requantize(np.maximum(ins[0], 0), infos[0].type.frac, self.type, self.rounding)
 
 
 @dataclass
@@ -212,14 +234,15 @@ class Quantize(Node):
     """Identity requantized (floor, saturate) onto ``type``: e.g. the output quantizer."""
 
     type: FixedType = FixedType(8, 0)
+    rounding: str = "floor"
     op: ClassVar[str] = "Quantize"
 
     def infer(self, ins):
         (x,) = ins
-        return _requant_info(x.shape, self.type, x.lo, x.hi, x.type.frac)
+        return _requant_info(x.shape, self.type, x.lo, x.hi, x.type.frac, self.rounding)
 
     def execute(self, ins, infos):
-        return requantize(ins[0], infos[0].type.frac, self.type)
+        return requantize(ins[0], infos[0].type.frac, self.type, self.rounding)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +288,7 @@ class Graph:
         """Run in exact integer arithmetic. Returns integer codes of the outputs (all tensors if ``keep``)."""
         infos = self.infos()
         x = np.asarray(x)
-        values = {self.input.name: quantize_float(x, self.input.type)}
+        values = {self.input.name: quantize_float(x, self.input.type, self.input.rounding)}
         for n in self.nodes[1:]:
             values[n.name] = n.execute([values[i] for i in n.inputs], [infos[i] for i in n.inputs])
         return values if keep else {o: values[o] for o in self.outputs}

@@ -5,7 +5,8 @@ The result is the onnxruntime reference for the firmware, so it must compute exa
 
 * every quantizer truncates: ``Mul(2^f) -> Floor -> Mul(2^-f)`` puts the value on the grid
   (exact in binary floating point), then ``QuantizeLinear -> Clip -> DequantizeLinear``
-  saturates it (``QuantizeLinear`` alone would round half to even);
+  saturates it (``QuantizeLinear`` alone would round half to even); foreign models that ask
+  for round-half-to-even get ``Round`` in place of ``Floor``;
 * 9-16-bit quantizers clip in float before an int16/uint16 ``QuantizeLinear``
   (onnxruntime has no int16 ``Clip``); 17-24-bit ones saturate with a float ``Clip`` alone;
 * a dense layer sums in float32 only when every partial sum is provably below 2^24 in units
@@ -58,13 +59,21 @@ def _storage(t: ir.FixedType) -> tuple[type, int]:
     return (np.int16, 16) if t.signed else (np.uint16, 16)
 
 
-def emit_quantizer(b: _Builder, x: str, t: ir.FixedType, out: str, hint: str) -> str:
-    """Truncate onto ``t``'s grid and saturate, in QCDQ form. ``x`` may be float32 or float64."""
+def emit_quantizer(b: _Builder, x: str, t: ir.FixedType, out: str, hint: str, rounding: str = "floor") -> str:
+    """Round onto ``t``'s grid (floor, or half to even) and saturate, in QCDQ form.
+
+    ``x`` may be float32 or float64.
+    """
     wide = b.dtype.get(x, TensorProto.FLOAT) == TensorProto.DOUBLE
     fdt = np.float64 if wide else np.float32
     up = b.const(f"{hint}/grid", fdt(2.0**t.frac))
     down = b.const(f"{hint}/lsb", fdt(2.0**-t.frac))
-    y = b.op("Mul", [b.op("Floor", [b.op("Mul", [x, up], hint=hint)], hint=hint), down], hint=hint)
+    if rounding == "floor" and t.frac < 0:
+        # floor(x * 2^f) == floor(floor(x) * 2^f) for f < 0; flooring first keeps a tiny negative
+        # x from underflowing to -0.0 (whose floor would be 0, not -1)
+        x = b.op("Floor", [x], hint=hint)
+    to_grid = {"floor": "Floor", "half_even": "Round"}[rounding]  # ONNX Round is half to even
+    y = b.op("Mul", [b.op(to_grid, [b.op("Mul", [x, up], hint=hint)], hint=hint), down], hint=hint)
     if wide:  # exact after saturation: in-range values have at most 16 significant bits
         y = b.op("Cast", [y], hint=hint, to=TensorProto.FLOAT)
     if t.width > MAX_QUANTIZER_BITS:
@@ -92,7 +101,7 @@ def emit_quantizer(b: _Builder, x: str, t: ir.FixedType, out: str, hint: str) ->
 
 
 def _emit_input(b, node: ir.Input, infos, graph_input: str):
-    return emit_quantizer(b, graph_input, node.type, node.name, node.name)
+    return emit_quantizer(b, graph_input, node.type, node.name, node.name, node.rounding)
 
 
 def dense_is_float32_exact(node: ir.Dense, x: ir.TensorInfo) -> bool:
@@ -128,11 +137,11 @@ def _emit_relu(b, node: ir.Relu, infos, graph_input):
     (src,) = node.inputs
     r = b.op("Relu", [src], hint=node.name)
     b.dtype[r] = b.dtype.get(src, TensorProto.FLOAT)
-    return emit_quantizer(b, r, node.type, node.name, node.name)
+    return emit_quantizer(b, r, node.type, node.name, node.name, node.rounding)
 
 
 def _emit_quantize(b, node: ir.Quantize, infos, graph_input):
-    return emit_quantizer(b, node.inputs[0], node.type, node.name, node.name)
+    return emit_quantizer(b, node.inputs[0], node.type, node.name, node.name, node.rounding)
 
 
 EMITTERS: dict[type, Callable] = {
@@ -195,4 +204,19 @@ def run(model, x: np.ndarray, batch: int = 65536) -> np.ndarray:
     sess = model if hasattr(model, "run") else session(model)
     x = np.ascontiguousarray(x, dtype=np.float32)
     outs = [sess.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs).astype(np.float64)
+
+
+def run_any(path: Path | str, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+    """onnxruntime on any single-input ONNX model, its batch dimension made dynamic first."""
+    model = onnx.load(str(path))
+    model.graph.ClearField("value_info")
+    for vi in list(model.graph.input) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_param = "N"
+    sess = session(model)
+    name = sess.get_inputs()[0].name
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(outs).astype(np.float64)

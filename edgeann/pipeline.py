@@ -130,3 +130,161 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
     plots.roc_curves(test_logits, splits.test.y, splits.classes, run_dir / "roc_curves.png",
                      title=f"{flow.name}: fixed-point model, test split")
     return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# export --fpga -> firmware -> C simulation -> verify -> report
+
+PROJECT_DATA = "edgeann"  # edgeann's own files inside a firmware project
+
+
+def _identifier(name: str) -> str:
+    """The model name as the firmware's top-function name (a safe C++ identifier)."""
+    import re
+
+    from edgeann.firmware.hls import is_safe_identifier
+
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    ident = ident if ident[:1].isalpha() else f"m_{ident}"
+    return ident if is_safe_identifier(ident) else f"{ident}_model"
+
+
+def hls_options(fpga, name: str):
+    from edgeann.firmware import HlsOptions
+
+    return HlsOptions(backend=fpga.backend, io_type=fpga.io_type, strategy=fpga.strategy, reuse_factor=fpga.reuse_factor,
+                      clock_period=fpga.clock_period, part=fpga.part, project_name=_identifier(name))
+
+
+def _references(project: Path, kind: str) -> dict:
+    """The reference implementations a project is verified against, primary first."""
+    from edgeann import onnx_qcdq
+    from edgeann.export import run_qonnx
+
+    data = project / PROJECT_DATA
+    session = onnx_qcdq.session(data / "reference.onnx")
+    ort = ("onnxruntime on model.onnx (QCDQ)", lambda x: onnx_qcdq.run(session, x))
+    if kind == "qonnx":
+        return dict([("qonnx executor on the QONNX model", lambda x: run_qonnx(data / "source.onnx", x)), ort])
+    return dict([ort])
+
+
+def _load_fpga_config(source: Path, is_run: bool):
+    from edgeann.config import FpgaConfig, load_flow
+
+    return load_flow(source / "flow.yaml").fpga if is_run else FpgaConfig()
+
+
+def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
+                    precision: str | None = None, synth: bool = False, min_vectors: int = 10_000,
+                    echo=print) -> tuple[Path, dict]:
+    """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification)."""
+    from edgeann import ir, onnx_qcdq
+    from edgeann.config import FpgaConfig
+    from edgeann.firmware import write_project
+    from edgeann.frontend import from_onnx, load_onnx, parse_precision
+    from edgeann.report import build_report, synthesize
+    from edgeann.verify import verification_inputs, verify
+
+    source = Path(source)
+    fixed_precision = parse_precision(precision) if precision else None
+    is_run = source.is_dir()
+    if is_run:
+        for needed in ("graph.npz", "model.onnx", "flow.yaml"):
+            if not (source / needed).is_file():
+                raise EdgeannError(f"{source} is not a finished edgeann run ({needed} missing)")
+        if precision:
+            raise EdgeannError("--precision is for float ONNX models; a run is already quantized")
+        try:
+            graph = ir.Graph.load(source / "graph.npz")
+        except Exception as e:
+            raise EdgeannError(f"{source / 'graph.npz'} is corrupt ({type(e).__name__})") from None
+        kind, name = "run", graph.name
+        data_x = np.load(source / "test_data.npz")["x"] if (source / "test_data.npz").is_file() else None
+    elif source.is_file():
+        model = load_onnx(source)
+        quantized = any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node)
+        graph = from_onnx(source, fixed_precision)
+        kind = "qonnx" if quantized else "float"
+        name, data_x = graph.name, None
+    else:
+        raise EdgeannError(f"{source} not found (give a run directory or an .onnx file)")
+
+    try:
+        fpga = _load_fpga_config(source, is_run).model_copy(update=fpga_overrides or {})
+        fpga = FpgaConfig.model_validate(fpga.model_dump())
+    except Exception as e:
+        raise EdgeannError(f"bad FPGA option: {str(e).splitlines()[-1].strip()}") from None
+    options = hls_options(fpga, name)
+    project = Path(out) if out is not None else Path("hls_projects") / name
+    if project.exists() and (not project.is_dir() or any(project.iterdir())):
+        if not force:
+            raise EdgeannError(f"output directory {project} already exists; use --force to replace it")
+        shutil.rmtree(project)
+
+    echo(f"writing the hls4ml project for {name} to {project} ({options.backend}, {options.io_type}, {options.strategy}, "
+         f"reuse {options.reuse_factor})")
+    write_project(graph, project, options)
+    data = project / PROJECT_DATA
+    data.mkdir()
+    graph.save(data / "graph.npz")
+    if is_run:
+        shutil.copyfile(source / "model.onnx", data / "reference.onnx")
+    else:
+        onnx_qcdq.save(graph, data / "reference.onnx")
+        if kind == "qonnx":
+            shutil.copyfile(source, data / "source.onnx")
+    x, desc = verification_inputs(graph, data_x, min_vectors)
+    np.savez_compressed(data / "inputs.npz", x=x)
+    write_json(data / "source.json", {"kind": kind, "source": str(source.resolve()), "inputs": desc,
+                                      "precision": precision})
+
+    echo(f"compiling the C simulation and checking {len(x)} vectors against the reference")
+    result = verify(graph, project, x, _references(project, kind), desc)
+    if kind == "float":
+        # what post-training fixed point costs, on typical (standardized) inputs
+        xs = np.random.default_rng(0).standard_normal((2000, *graph.input.shape)).astype(np.float32)
+        diff = np.abs(onnx_qcdq.run_any(source, xs) - onnx_qcdq.run(data / "reference.onnx", xs))
+        result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+                                             "inputs": "2000 standard-normal vectors", "precision": precision}
+    write_json(project / "verification.json", result)
+
+    report = build_report(graph, options)
+    if synth:
+        report["synthesis"] = synthesize(project, options)
+        if report["synthesis"]["status"] == "skipped":
+            echo(f"synthesis skipped: {report['synthesis']['reason']}")
+    write_json(project / "report.json", report)
+    return project, result
+
+
+def verify_project(project: Path, inputs: Path | None = None) -> dict:
+    """Re-run the bit-exactness check on an existing project (optionally on other inputs)."""
+    from edgeann import ir
+    from edgeann.verify import verify
+
+    project = Path(project)
+    data = project / PROJECT_DATA
+    if not (data / "graph.npz").is_file() or not (data / "source.json").is_file():
+        raise EdgeannError(f"{project} is not a firmware project written by edgeann export ({data / 'graph.npz'} missing)")
+    graph = ir.Graph.load(data / "graph.npz")
+    meta = json.loads((data / "source.json").read_text())
+    if inputs is None:
+        x, desc = np.load(data / "inputs.npz")["x"], meta["inputs"]
+    else:
+        try:
+            x = np.load(inputs, allow_pickle=False)
+        except Exception as e:
+            raise EdgeannError(f"{inputs}: not a readable .npy file ({type(e).__name__})") from None
+        if not isinstance(x, np.ndarray) or x.ndim < 1:
+            raise EdgeannError(f"{inputs}: expected one array of input vectors")
+        n_in = int(np.prod(graph.input.shape))
+        if x.size % n_in or (x.ndim > 1 and int(np.prod(x.shape[1:])) != n_in):
+            raise EdgeannError(f"{inputs}: vectors of shape {x.shape[1:]} do not fit the model input {graph.input.shape}")
+        x = x.reshape(-1, *graph.input.shape).astype(np.float32)
+        if not np.all(np.isfinite(x)):
+            raise EdgeannError(f"{inputs}: contains NaN or Inf")
+        desc = {"file": str(inputs), "vectors": len(x)}
+    result = verify(graph, project, x, _references(project, meta["kind"]), desc)
+    write_json(project / "verification.json", result)
+    return result

@@ -11,8 +11,9 @@ from edgeann import ir, onnx_qcdq
 def random_mlp(draw, max_bits=8) -> ir.Graph:
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n_in = draw(st.integers(1, 24))
+    rounding = st.sampled_from(["floor", "floor", "half_even"])
     nodes = [ir.Input("x", [], shape=(n_in,), type=ir.FixedType(draw(st.integers(2, max_bits)), draw(st.integers(-2, 12)),
-                                                                  draw(st.booleans())))]
+                                                                  draw(st.booleans())), rounding=draw(rounding))]
     width, prev = n_in, "x"
     for i in range(draw(st.integers(1, 3))):
         n_out, wb, bb = draw(st.integers(1, 24)), draw(st.integers(2, 8)), draw(st.integers(4, 20))
@@ -23,9 +24,11 @@ def random_mlp(draw, max_bits=8) -> ir.Graph:
                               bias_type=ir.FixedType(bb, draw(st.integers(0, 22)))))
         ab = draw(st.integers(2, max_bits))
         if draw(st.booleans()):
-            nodes.append(ir.Relu(f"act{i}", [f"fc{i}"], type=ir.FixedType(ab, draw(st.integers(-3, 12)), False)))
+            nodes.append(ir.Relu(f"act{i}", [f"fc{i}"], type=ir.FixedType(ab, draw(st.integers(-3, 12)), False),
+                                 rounding=draw(rounding)))
         else:
-            nodes.append(ir.Quantize(f"act{i}", [f"fc{i}"], type=ir.FixedType(ab, draw(st.integers(-3, 12)), True, draw(st.booleans()))))
+            nodes.append(ir.Quantize(f"act{i}", [f"fc{i}"], type=ir.FixedType(ab, draw(st.integers(-3, 12)), True, draw(st.booleans())),
+                                     rounding=draw(rounding)))
         width, prev = n_out, f"act{i}"
     return ir.Graph("g", nodes, [prev])
 
@@ -38,7 +41,7 @@ def probe_inputs(g: ir.Graph, rng, n=3000) -> np.ndarray:
     codes = rng.integers(t.int_min, t.int_max + 1, (n, n_in))
     parts += [codes * t.scale, (codes + 0.5) * t.scale, codes * t.scale - np.float32(1e-6) * t.scale]
     parts += [np.full((1, n_in), t.int_min * t.scale), np.full((1, n_in), t.int_max * t.scale), np.full((1, n_in), 1e30),
-              np.full((1, n_in), -1e30)]
+              np.full((1, n_in), -1e30), np.full((1, n_in), -1e-45), np.full((1, n_in), 1e-45), np.full((1, n_in), -0.0)]
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -84,9 +87,11 @@ def test_model_is_qcdq_with_dynamic_batch():
         assert onnx_qcdq.run(model, np.zeros((n, 3), np.float32)).shape == (n, 2)
 
 
+@pytest.mark.parametrize("rounding", ["floor", "half_even"])
 @pytest.mark.parametrize("bits, signed, narrow", [(2, True, False), (3, False, False), (8, True, True), (8, False, False), (12, True, False), (16, False, False), (16, True, True), (22, True, False)])
-def test_quantizer_matches_golden_on_every_grid_point(bits, signed, narrow):
+def test_quantizer_matches_golden_on_every_grid_point(bits, signed, narrow, rounding):
     t = ir.FixedType(bits, 2, signed, narrow)
-    g = ir.Graph("q", [ir.Input("x", [], shape=(1,), type=ir.FixedType(20, 5)), ir.Quantize("q", ["x"], type=t)], ["q"])
+    g = ir.Graph("q", [ir.Input("x", [], shape=(1,), type=ir.FixedType(20, 5)),
+                       ir.Quantize("q", ["x"], type=t, rounding=rounding)], ["q"])
     x = (np.arange(-(2**19), 2**19, 7) / 32.0).astype(np.float32).reshape(-1, 1)
     assert np.array_equal(onnx_qcdq.run(onnx_qcdq.to_onnx(g), x), g.predict(x))

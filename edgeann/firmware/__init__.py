@@ -1,0 +1,31 @@
+"""Firmware: the fixed-point graph as an hls4ml project, and its bit-exact batched C simulation."""
+
+from edgeann.firmware.csim import CSim, CSimCompileError, Divergence, compile_csim, first_divergence
+from edgeann.firmware.hls import (
+    LOWERINGS,
+    HlsLayer,
+    HlsOptions,
+    HlsProject,
+    Port,
+    firmware_files,
+    firmware_sha256,
+    lowering,
+    write_project,
+)
+
+__all__ = [
+    "CSim",
+    "CSimCompileError",
+    "Divergence",
+    "HlsLayer",
+    "HlsOptions",
+    "HlsProject",
+    "LOWERINGS",
+    "Port",
+    "compile_csim",
+    "firmware_files",
+    "firmware_sha256",
+    "first_divergence",
+    "lowering",
+    "write_project",
+]

@@ -1,0 +1,129 @@
+"""The ``verify`` stage: the firmware's C simulation against the reference, output by output.
+
+Equality is ``np.array_equal``; anything else is reported as the number of mismatching outputs
+and the largest difference in LSBs, and the first layer where firmware and reference diverge
+is located by tracing the firmware against the fixed-point graph.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgeann import ir
+from edgeann.export import compare
+
+MIN_VECTORS = 10_000
+
+
+def edge_vectors(graph: ir.Graph, float64: bool = False, mixed: int = 2000) -> np.ndarray:
+    """Inputs at the edges of the input type: grid points and values just off them, min/max codes,
+    saturating, huge, infinite and subnormal values; each value on every input, then ``mixed``
+    vectors drawing a value per input. float32 unless ``float64`` (onnxruntime reads float32).
+    """
+    t, n = graph.input.type, int(np.prod(graph.input.shape))
+    lsb = t.scale
+    lo, hi = t.int_min * lsb, t.int_max * lsb
+    grid = np.arange(t.int_min, t.int_max + 1, max(1, (t.int_max - t.int_min) // 64)) * lsb
+    eps = np.array([0.0, 1e-12, -1e-12, lsb / 2, -lsb / 2, lsb * (1 - 2**-20), -lsb * 2**-20])
+    values = np.concatenate([
+        (grid[:, None] + eps[None, :]).ravel(),
+        [lo, hi, lo - lsb, hi + lsb, hi + lsb * (1 - 2**-20), -1e-45, 1e-45, -0.0],
+        [1e30, -1e30, 2.0**70, -(2.0**70), 2.0**40, -(2.0**40), np.inf, -np.inf],
+    ])
+    dtype = np.float64 if float64 else np.float32
+    values = np.unique(values.astype(dtype))
+    rows = [np.full(n, v) for v in values]
+    rng = np.random.default_rng(7)
+    rows += [rng.choice(values, size=n) for _ in range(mixed)]
+    return np.array(rows, dtype=dtype).reshape(-1, *graph.input.shape)
+
+
+def random_vectors(graph: ir.Graph, n: int, seed: int = 0) -> np.ndarray:
+    """Uniform over the input range, on and between grid points (so truncation is exercised)."""
+    t = graph.input.type
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(t.int_min, t.int_max + 1, (n, *graph.input.shape))
+    offset = rng.choice([0.0, 0.25, 0.5, 0.999], size=codes.shape)
+    return ((codes + offset) * t.scale).astype(np.float32)
+
+
+def verification_inputs(graph: ir.Graph, data: np.ndarray | None, minimum: int = MIN_VECTORS, seed: int = 0):
+    """The data (e.g. the whole test split), edge vectors, and random vectors up to ``minimum``."""
+    parts, desc = [], {}
+    if data is not None and len(data):
+        parts.append(np.asarray(data, np.float32).reshape(-1, *graph.input.shape))
+        desc["data"] = len(parts[-1])
+    parts.append(edge_vectors(graph))
+    desc["edge"] = len(parts[-1])
+    missing = minimum - sum(len(p) for p in parts)
+    if missing > 0:
+        parts.append(random_vectors(graph, missing, seed))
+        desc["random"] = missing
+    return np.concatenate(parts), desc
+
+
+def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[str, Callable[[np.ndarray], np.ndarray]],
+           inputs_description: dict | None = None) -> dict:
+    """Run the C simulation on ``x`` and compare it with each reference; the first one is primary."""
+    from edgeann.firmware import compile_csim, first_divergence, firmware_sha256
+
+    project_dir = Path(project_dir).resolve()
+    lsb = graph.infos()[graph.outputs[0]].type.scale
+    t0 = time.perf_counter()
+    csim = compile_csim(project_dir)
+    t_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fw = csim.predict(x).reshape(len(x), -1)
+    t_csim = time.perf_counter() - t0
+    comparisons = {}
+    for name, reference in references.items():
+        t0 = time.perf_counter()
+        ref = np.asarray(reference(x), np.float64).reshape(len(x), -1)
+        comparisons[name] = {**compare(fw, ref, lsb), "seconds": round(time.perf_counter() - t0, 3)}
+    primary_name = next(iter(references))
+    primary = comparisons[primary_name]
+    result = {
+        "n_samples": primary["n_samples"],
+        "n_outputs": primary["n_outputs"],
+        "exact": primary["exact"],
+        "exact_fraction": primary["exact_fraction"],
+        "mismatches": primary["mismatches"],
+        "max_abs_diff": primary["max_abs_diff"],
+        "max_lsb_diff": primary["max_lsb_diff"],
+        "reference": primary_name,
+        "comparisons": comparisons,
+        "firmware_sha256": firmware_sha256(project_dir),
+        "inputs": inputs_description or {"given": len(x)},
+        "csim_seconds": round(t_csim, 3),
+        "csim_vectors_per_second": round(len(x) / max(t_csim, 1e-9)),
+        "compile_seconds": round(t_compile, 1),
+        "first_divergence": None,
+    }
+    if not all(c["exact"] for c in comparisons.values()):
+        bad = np.flatnonzero(np.any(fw != np.asarray(next(iter(references.values()))(x), np.float64).reshape(len(x), -1), axis=1))
+        rows = x[bad[:256]] if len(bad) else x[:256]
+        div = first_divergence(graph, project_dir, rows)
+        result["first_divergence"] = None if div is None else {"layer": div.layer, "samples": div.n_mismatch,
+                                                               "max_lsb_diff": div.max_lsb_diff}
+    result["summary"] = summary(result)
+    return result
+
+
+def summary(v: dict) -> str:
+    head = (f"{v['n_samples']} vectors x {v['n_outputs'] // max(v['n_samples'], 1)} outputs: "
+            f"firmware C simulation vs {v['reference']}: ")
+    if v["exact"]:
+        text = head + "bit-exact (all outputs equal)"
+    else:
+        text = head + (f"NOT bit-exact: {v['mismatches']} outputs differ "
+                       f"({100 * (1 - v['exact_fraction']):.4f}%), max {v['max_lsb_diff']:g} LSB")
+        if v.get("first_divergence"):
+            d = v["first_divergence"]
+            text += f"; first divergence at layer {d['layer']} ({d['samples']} samples, max {d['max_lsb_diff']:g} LSB)"
+    others = [f"{k}: {'exact' if c['exact'] else str(c['mismatches']) + ' mismatches'}"
+              for k, c in v["comparisons"].items() if k != v["reference"]]
+    return text + (f" [{'; '.join(others)}]" if others else "")

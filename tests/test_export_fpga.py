@@ -1,0 +1,168 @@
+"""edgeann export --fpga / verify: real hls4ml projects compiled with g++, checked bit for bit."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeann.cli import main
+from edgeann.errors import EdgeannError
+from edgeann.firmware import firmware_files
+from edgeann.pipeline import export_firmware
+
+pytestmark = pytest.mark.csim
+
+
+@pytest.fixture(scope="module")
+def project(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fw") / "p"
+    export_firmware(trained_run, out, echo=lambda *a: None)
+    return out
+
+
+def test_run_export_is_bit_exact_over_10000_vectors(project):
+    v = json.loads((project / "verification.json").read_text())
+    assert v["exact"] is True and v["exact_fraction"] == 1.0 and v["mismatches"] == 0
+    assert v["n_samples"] >= 10_000 and v["n_outputs"] == v["n_samples"] * 5
+    assert v["max_abs_diff"] == 0.0 and v["max_lsb_diff"] == 0.0
+    assert v["reference"].startswith("onnxruntime") and len(v["firmware_sha256"]) == 64
+    assert v["inputs"]["data"] == 600 and v["inputs"]["edge"] > 100  # the whole test split, plus edges
+    assert "bit-exact" in v["summary"]
+
+
+def test_report_without_vendor_tools(project):
+    r = json.loads((project / "report.json").read_text())
+    layers = {row["layer"]: row for row in r["layers"]}
+    assert set(layers) == {"fc1", "fc2", "fc3"}
+    for row in layers.values():
+        assert row["bops"] > 0 and row["multipliers"] <= row["nonzero_weights"] < row["n_weights"]
+    assert r["totals"]["multipliers_saved_by_pruning"] > 0
+    lat = r["latency_estimate"]
+    assert lat["cycles"] == sum(lat["per_layer"].values()) > 0 and lat["ns"] == lat["cycles"] * 5.0
+    assert r["synthesis"] == {"status": "not requested"}
+
+
+def test_export_is_deterministic(trained_run, project, tmp_path):
+    again = tmp_path / "again"
+    export_firmware(trained_run, again, echo=lambda *a: None)
+    first = json.loads((project / "verification.json").read_text())["firmware_sha256"]
+    assert json.loads((again / "verification.json").read_text())["firmware_sha256"] == first
+    a, b = firmware_files(project), firmware_files(again)
+    assert [p.relative_to(project) for p in a] == [p.relative_to(again) for p in b]
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
+
+
+def test_existing_project_is_refused_then_forced(trained_run, project, tmp_path, capsys):
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy)
+    before = (copy / "verification.json").read_bytes()
+    assert main(["export", str(trained_run), "--fpga", "--out", str(copy)]) == 2
+    assert "already exists; use --force" in capsys.readouterr().err
+    assert (copy / "verification.json").read_bytes() == before
+    assert main(["export", str(trained_run), "--fpga", "--out", str(copy), "--force", "--synth", "--reuse-factor", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "synthesis skipped" in out and "bit-exact" in out
+    report = json.loads((copy / "report.json").read_text())
+    assert report["synthesis"]["status"] == "skipped" and report["options"]["reuse_factor"] == 2
+
+
+def test_verify_reruns_the_check(project, tmp_path, capsys):
+    assert main(["verify", str(project)]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+    x = np.random.default_rng(5).normal(0, 3, (777, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    work = tmp_path / "p"
+    shutil.copytree(project, work)
+    assert main(["verify", str(work), "--inputs", str(tmp_path / "x.npy")]) == 0
+    v = json.loads((work / "verification.json").read_text())
+    assert v["n_samples"] == 777 and v["exact"] and v["inputs"]["file"].endswith("x.npy")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 7)))
+    assert main(["verify", str(work), "--inputs", str(tmp_path / "bad.npy")]) == 2
+    assert "do not fit the model input" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path)]) == 2
+
+
+def test_brevitas_qonnx_as_a_foreign_model(trained_run, tmp_path):
+    proj, v = export_firmware(trained_run / "model.qonnx.onnx", tmp_path / "q", echo=lambda *a: None)
+    assert v["exact"] and v["reference"].startswith("qonnx executor")
+    assert all(c["exact"] for c in v["comparisons"].values()) and len(v["comparisons"]) == 2
+
+
+def _qonnx_model(path, scale=0.25, act_bits=6.0, rounding="ROUND"):
+    """A small foreign QONNX MLP: ROUND activations, BipolarQuant and 4-bit weights, MatMul + Add."""
+    rng = np.random.default_rng(0)
+    inits = {
+        "w1": rng.normal(size=(8, 6)).astype(np.float32), "w2": rng.normal(size=(6, 3)).astype(np.float32),
+        "b1": (rng.integers(-8, 8, 6) / 64).astype(np.float32), "zero": np.float32(0.0),
+        "s_in": np.float32(scale), "s_act": np.float32(0.125), "s_w1": np.float32(1.0), "s_w2": np.float32(0.25),
+        "bits8": np.float32(8), "bits_act": np.float32(act_bits), "bits4": np.float32(4),
+    }
+    q = dict(domain="qonnx.custom_op.general")
+    nodes = [
+        helper.make_node("Quant", ["x", "s_in", "zero", "bits8"], ["xq"], signed=1, narrow=0, rounding_mode=rounding, **q),
+        helper.make_node("BipolarQuant", ["w1", "s_w1"], ["w1q"], **q),
+        helper.make_node("MatMul", ["xq", "w1q"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("Quant", ["r", "s_act", "zero", "bits_act"], ["rq"], signed=0, narrow=0, rounding_mode=rounding, **q),
+        helper.make_node("Quant", ["w2", "s_w2", "zero", "bits4"], ["w2q"], signed=1, narrow=1, rounding_mode="ROUND", **q),
+        helper.make_node("MatMul", ["rq", "w2q"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("qonnx.custom_op.general", 1)])
+    onnx.save(model, path)
+    return path
+
+
+def test_handmade_qonnx_with_round_half_even_and_bipolar_weights(tmp_path):
+    src = _qonnx_model(tmp_path / "foreign.onnx")
+    _, v = export_firmware(src, tmp_path / "p", echo=lambda *a: None)
+    assert v["exact"] and v["n_samples"] >= 10_000
+    assert v["comparisons"]["onnxruntime on model.onnx (QCDQ)"]["exact"]
+
+
+def test_float_onnx_with_post_training_precision(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4))
+    torch.onnx.export(net, torch.zeros(1, 10), str(tmp_path / "float.onnx"), dynamo=False)
+    _, v = export_firmware(tmp_path / "float.onnx", tmp_path / "p", precision="ap_fixed<16,6>", echo=lambda *a: None)
+    assert v["exact"]
+    assert 0 < v["distance_to_float_model"]["max_abs_diff"] < 0.05
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: _qonnx_model(p, scale=0.3), "scale 0.3"),
+    (lambda p: _qonnx_model(p, act_bits=2.5), "bit width 2.5 cannot be represented"),
+    (lambda p: _qonnx_model(p, rounding="CEIL"), "rounding_mode CEIL is not supported"),
+    (lambda p: (p.write_bytes(b"not onnx"), p)[1], "not a valid ONNX model"),
+])
+def test_bad_foreign_models_end_in_one_line(tmp_path, capsys, make, fragment):
+    src = make(tmp_path / "m.onnx")
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and not (tmp_path / "p").exists()
+
+
+def test_unsupported_op_is_named(tmp_path, capsys):
+    import qonnx
+
+    mnist = __import__("pathlib").Path(qonnx.__file__).parent / "data" / "onnx" / "mnist-conv" / "model.onnx"
+    assert main(["export", str(mnist), "--fpga", "--precision", "ap_fixed<16,6>", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "Conv" in err and "is not supported" in err
+
+
+def test_option_errors(trained_run, tmp_path, capsys):
+    assert main(["export", str(trained_run), "--fpga", "--precision", "ap_fixed<16,6>", "--out", str(tmp_path / "p")]) == 2
+    assert "--precision is for float ONNX models" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing"), "--fpga"]) == 2
+    assert main(["export", str(trained_run)]) == 2
+    assert "add --fpga" in capsys.readouterr().err
+    with pytest.raises(EdgeannError, match="expected ap_fixed"):
+        export_firmware(tmp_path / "x.onnx", precision="float16")
