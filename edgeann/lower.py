@@ -45,6 +45,22 @@ def act_type(proxy, what: str) -> ir.FixedType:
     return ir.FixedType(int(proxy.bit_width()), frac_of(proxy.scale(), what), bool(proxy.is_signed), bool(proxy.is_narrow_range))
 
 
+# (layer name, module, its quantized input, its output, is it the first layer) -> graph node
+Lowering = Callable[[str, torch.nn.Module, object, object, bool], ir.Node]
+LOWERINGS: dict[type, Lowering] = {}
+
+
+def lowers(module_type: type) -> Callable[[Lowering], Lowering]:
+    """Register the function that lowers a Brevitas layer type (exact type) to a graph node."""
+
+    def register(fn: Lowering) -> Lowering:
+        LOWERINGS[module_type] = fn
+        return fn
+
+    return register
+
+
+@lowers(qnn.QuantIdentity)
 def _lower_identity(name, mod, x, out, first):
     t = act_type(mod.act_quant, name)
     if first:
@@ -52,10 +68,12 @@ def _lower_identity(name, mod, x, out, first):
     return ir.Quantize(name, [], type=t)
 
 
+@lowers(qnn.QuantReLU)
 def _lower_relu(name, mod, x, out, first):
     return ir.Relu(name, [], type=act_type(mod.act_quant, name))
 
 
+@lowers(qnn.QuantLinear)
 def _lower_linear(name, mod, x, out, first):
     if not isinstance(x, IntQuantTensor):
         raise EdgeannError(f"{name}: its input is not quantized; put a quantizer before it")
@@ -72,11 +90,6 @@ def _lower_linear(name, mod, x, out, first):
     return ir.Dense(name, [], weight=weight, weight_type=wt, bias=bias, bias_type=bt)
 
 
-LOWERINGS: dict[type, Callable] = {
-    qnn.QuantIdentity: _lower_identity,
-    qnn.QuantReLU: _lower_relu,
-    qnn.QuantLinear: _lower_linear,
-}
 
 
 @torch.no_grad()

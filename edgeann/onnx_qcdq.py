@@ -100,6 +100,21 @@ def emit_quantizer(b: _Builder, x: str, t: ir.FixedType, out: str, hint: str, ro
     return out
 
 
+Emitter = Callable[["_Builder", ir.Node, dict, str], str]  # (builder, node, tensor infos, graph input) -> output
+EMITTERS: dict[type, Emitter] = {}
+
+
+def emitter(node_type: type) -> Callable[[Emitter], Emitter]:
+    """Register the function that writes ``node_type`` (exact type) as ONNX nodes."""
+
+    def register(fn: Emitter) -> Emitter:
+        EMITTERS[node_type] = fn
+        return fn
+
+    return register
+
+
+@emitter(ir.Input)
 def _emit_input(b, node: ir.Input, infos, graph_input: str):
     return emit_quantizer(b, graph_input, node.type, node.name, node.name, node.rounding)
 
@@ -113,6 +128,7 @@ def dense_is_float32_exact(node: ir.Dense, x: ir.TensorInfo) -> bool:
     return int(bound.max(initial=0)) < FLOAT32_EXACT
 
 
+@emitter(ir.Dense)
 def _emit_dense(b, node: ir.Dense, infos, graph_input):
     (src,) = node.inputs
     x = infos[src]
@@ -133,6 +149,7 @@ def _emit_dense(b, node: ir.Dense, infos, graph_input):
     return out
 
 
+@emitter(ir.Relu)
 def _emit_relu(b, node: ir.Relu, infos, graph_input):
     (src,) = node.inputs
     r = b.op("Relu", [src], hint=node.name)
@@ -140,16 +157,11 @@ def _emit_relu(b, node: ir.Relu, infos, graph_input):
     return emit_quantizer(b, r, node.type, node.name, node.name, node.rounding)
 
 
+@emitter(ir.Quantize)
 def _emit_quantize(b, node: ir.Quantize, infos, graph_input):
     return emit_quantizer(b, node.inputs[0], node.type, node.name, node.name, node.rounding)
 
 
-EMITTERS: dict[type, Callable] = {
-    ir.Input: _emit_input,
-    ir.Dense: _emit_dense,
-    ir.Relu: _emit_relu,
-    ir.Quantize: _emit_quantize,
-}
 
 INPUT_NAME = "global_in"
 OUTPUT_NAME = "global_out"
