@@ -99,13 +99,15 @@ class JetsData(DataBase):
     workers: int = Field(2, ge=1, le=256, description="processes generating jets")
     image_size: int = Field(16, ge=4, le=128)
     n_constituents: int = Field(20, ge=1, le=200)
-    path: Path | None = Field(None, description="cache file (default data/jets/<settings>.h5)")
+    path: Path | None = Field(None, description="cache file (default $EDGEANN_CACHE/jets/<settings>.h5)")
 
     def file(self) -> Path:
+        """The cache file: one per generator setting, shared by every flow and run on the machine."""
         if self.path is not None:
             return expand(self.path)
-        return Path("data") / "jets" / (f"jets_n{self.n_per_class}_seed{self.generator_seed}_img{self.image_size}"
-                                         f"_seq{self.n_constituents}.h5")
+        cache = expand(Path(os.environ.get("EDGEANN_CACHE", "~/.cache/edgeann")))
+        return cache / "jets" / (f"jets_n{self.n_per_class}_seed{self.generator_seed}_img{self.image_size}"
+                                 f"_seq{self.n_constituents}.h5")
 
 
 DataConfig = Annotated[Union[SyntheticData, ArrayFileData, OpenMLData, JetsData], Field(discriminator="source")]
