@@ -46,13 +46,14 @@ def _train_summary(run_dir: Path) -> None:
     import json
 
     m = json.loads((run_dir / "metrics.json").read_text())
+    head = (f"{run_dir}: test accuracy {m['test']['accuracy']:.4f}, mean AUC {m['test']['roc_auc_mean']:.4f}, "
+            f"sparsity {m['sparsity']['total']:.2f}")
+    if not m.get("quantized", True):
+        click.echo(head + " (float model: no fixed-point export)")
+        return
     check = m["export"]["onnxruntime_vs_pytorch"]
     exact = "yes" if check["exact"] else f"NO ({check['mismatches']} mismatches)"
-    click.echo(
-        f"{run_dir}: test accuracy {m['test']['accuracy']:.4f}, mean AUC {m['test']['roc_auc_mean']:.4f}, "
-        f"sparsity {m['sparsity']['total']:.2f}, BOPs {m['bops']:.4g}; "
-        f"onnxruntime == PyTorch on all {check['n_samples']} test samples: {exact}"
-    )
+    click.echo(f"{head}, BOPs {m['bops']:.4g}; onnxruntime == PyTorch on all {check['n_samples']} test samples: {exact}")
 
 
 def _fpga_options(f):

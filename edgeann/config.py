@@ -144,6 +144,7 @@ class QuantConfig(Section):
     and biases are rounded to nearest once, when they are frozen into integers.
     """
 
+    enabled: bool = Field(True, description="false trains the float twin of the network (a baseline; no firmware)")
     input_bits: int = _bits(ACT_BITS, 8, "input")
     weight_bits: int = _bits(WEIGHT_BITS, 6, "weight")
     bias_bits: int = _bits(BIAS_BITS, 16, "bias")

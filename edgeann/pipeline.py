@@ -88,6 +88,12 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
     train_time = time.perf_counter() - t0
     model = result.model
 
+    if not model.quantized:  # a float baseline: metrics and plots, nothing to build firmware from
+        from edgeann.train import logits_numpy
+
+        return _finish_run(run_dir, flow, splits, result, train_time, logits_numpy(model, splits.test),
+                           logits_numpy(model, splits.val), {"quantized": False})
+
     exported = export_model(model, flow.name, run_dir, splits.test.x)
     graph = exported.graph
     from edgeann import onnx_qcdq
@@ -97,6 +103,24 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
     val_logits = onnx_qcdq.run(run_dir / "model.onnx", splits.val.x)
     layers = layer_table(graph)
     infos = graph.infos()
+    extra = {
+        "quantized": True,
+        "bit_widths": {
+            row["layer"]: {"input": row["input_type"], "weight": row["weight_bits"], "bias": row["bias_bits"],
+                           "accumulator": row["accumulator_type"]}
+            for row in layers
+        },
+        "tensor_types": {name: info.type.hls() for name, info in infos.items()},
+        "layers": layers,
+        "bops": sum(r["bops"] for r in layers),
+        "export": exported.checks,
+        "onnx_exact": exported.checks["onnxruntime_vs_pytorch"]["exact"],
+    }
+    return _finish_run(run_dir, flow, splits, result, train_time, test_logits, val_logits, extra)
+
+
+def _finish_run(run_dir, flow, splits, result, train_time, test_logits, val_logits, extra: dict) -> Path:
+    model = result.model
     metrics = {
         "flow": flow.name,
         "family": flow.model.family,
@@ -113,22 +137,14 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
             "target": flow.pruning.target_sparsity if flow.pruning.method != "none" else 0.0,
             "layers": layer_sparsity(model),
         },
-        "bit_widths": {
-            row["layer"]: {"input": row["input_type"], "weight": row["weight_bits"], "bias": row["bias_bits"],
-                           "accumulator": row["accumulator_type"]}
-            for row in layers
-        },
-        "tensor_types": {name: info.type.hls() for name, info in infos.items()},
-        "layers": layers,
-        "bops": sum(r["bops"] for r in layers),
-        "export": exported.checks,
-        "onnx_exact": exported.checks["onnxruntime_vs_pytorch"]["exact"],
+        **extra,
     }
     write_json(run_dir / "history.json", result.history)
     write_json(run_dir / "metrics.json", metrics)
     plots.learning_curves(result.history, run_dir / "learning_curves.png", result.best_epoch, title=f"{flow.name}: QAT")
+    kind = "fixed-point model" if extra["quantized"] else "float model"
     plots.roc_curves(test_logits, splits.test.y, splits.classes, run_dir / "roc_curves.png",
-                     title=f"{flow.name}: fixed-point model, test split")
+                     title=f"{flow.name}: {kind}, test split")
     return run_dir
 
 
@@ -190,6 +206,9 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     fixed_precision = parse_precision(precision) if precision else None
     is_run = source.is_dir()
     if is_run:
+        if (source / "flow.yaml").is_file() and not yaml.safe_load((source / "flow.yaml").read_text()).get(
+                "quantization", {}).get("enabled", True):
+            raise EdgeannError(f"{source} is a float baseline (quantization.enabled: false): no fixed-point model to build firmware from")
         for needed in ("graph.npz", "model.onnx", "flow.yaml"):
             if not (source / needed).is_file():
                 raise EdgeannError(f"{source} is not a finished edgeann run ({needed} missing)")

@@ -127,10 +127,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
 
 
 def build_model(flow: Flow, sample_shape: tuple[int, ...], n_classes: int) -> EdgeModel:
-    """The flow's quantized model, with pruning masks attached (the shape every checkpoint has)."""
+    """The flow's model (quantized unless ``quantization.enabled`` is false), with pruning masks attached."""
     from edgeann.prune import attach_masks
 
-    model = create_model(flow.model, sample_shape, n_classes, flow.quantization)
+    quant = flow.quantization if flow.quantization.enabled else None
+    model = create_model(flow.model, sample_shape, n_classes, quant)
     attach_masks(model)
     return model
 

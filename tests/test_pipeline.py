@@ -101,3 +101,15 @@ def test_corrupt_checkpoint_is_named(tmp_path, trained_run):
     torch.save({"something": 1}, run / "checkpoints" / "last.pt")
     with pytest.raises(EdgeannError, match="not an edgeann checkpoint"):
         load_checkpoint(run / "checkpoints" / "last.pt")
+
+
+def test_float_baseline_trains_without_export(make_flow, tiny_flow_tree, tmp_path, capsys):
+    from edgeann.cli import main
+
+    tiny_flow_tree["quantization"] = {"enabled": False}
+    tiny_flow_tree["training"]["epochs"] = 3
+    run = train_run(load_flow(make_flow(tiny_flow_tree)), tmp_path / "float", progress=False)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["quantized"] is False and m["test"]["accuracy"] > 0.5 and not (run / "model.onnx").exists()
+    assert main(["export", str(run), "--fpga", "--out", str(tmp_path / "p")]) == 2
+    assert "float baseline" in capsys.readouterr().err
