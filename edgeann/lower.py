@@ -19,6 +19,7 @@ from brevitas.quant_tensor import IntQuantTensor
 from edgeann import ir
 from edgeann.errors import EdgeannError
 from edgeann.models import EdgeModel
+from edgeann.registry import Registry
 
 
 def frac_of(scale, what: str) -> int:
@@ -47,17 +48,8 @@ def act_type(proxy, what: str) -> ir.FixedType:
 
 # (layer name, module, its quantized input, its output, is it the first layer) -> graph node
 Lowering = Callable[[str, torch.nn.Module, object, object, bool], ir.Node]
-LOWERINGS: dict[type, Lowering] = {}
-
-
-def lowers(module_type: type) -> Callable[[Lowering], Lowering]:
-    """Register the function that lowers a Brevitas layer type (exact type) to a graph node."""
-
-    def register(fn: Lowering) -> Lowering:
-        LOWERINGS[module_type] = fn
-        return fn
-
-    return register
+LOWERINGS = Registry("Brevitas lowering")  # Brevitas layer type (exact) -> its lowering
+lowers = LOWERINGS.register
 
 
 @lowers(qnn.QuantIdentity)

@@ -27,6 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeann import ir
+from edgeann.registry import Registry
 
 OPSET = 21
 IR_VERSION = 10
@@ -101,17 +102,8 @@ def emit_quantizer(b: _Builder, x: str, t: ir.FixedType, out: str, hint: str, ro
 
 
 Emitter = Callable[["_Builder", ir.Node, dict, str], str]  # (builder, node, tensor infos, graph input) -> output
-EMITTERS: dict[type, Emitter] = {}
-
-
-def emitter(node_type: type) -> Callable[[Emitter], Emitter]:
-    """Register the function that writes ``node_type`` (exact type) as ONNX nodes."""
-
-    def register(fn: Emitter) -> Emitter:
-        EMITTERS[node_type] = fn
-        return fn
-
-    return register
+EMITTERS = Registry("ONNX emitter")  # node type (exact) -> the function writing it as ONNX nodes
+emitter = EMITTERS.register
 
 
 @emitter(ir.Input)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeann.errors import EdgeannError
+from edgeann.registry import Registry
 
 
 @dataclass
@@ -79,15 +80,8 @@ class Splits:
 
 
 Loader = Callable[..., Dataset]
-_SOURCES: dict[str, Loader] = {}
-
-
-def register_source(name: str) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        _SOURCES[name] = fn
-        return fn
-
-    return deco
+_SOURCES = Registry("data source")
+register_source = _SOURCES.register
 
 
 def load_dataset(cfg, seed: int) -> Dataset:

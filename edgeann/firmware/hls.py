@@ -41,6 +41,7 @@ import numpy as np
 
 from edgeann import ir
 from edgeann.errors import EdgeannError
+from edgeann.registry import Registry
 
 MANIFEST = "edgeann_project.json"
 
@@ -182,17 +183,8 @@ class LoweringContext:
 
 N = TypeVar("N", bound=ir.Node)
 Lowering = Callable[[Any, LoweringContext], list[HlsLayer]]  # (node, context) -> its hls4ml layers
-LOWERINGS: dict[type[ir.Node], Lowering] = {}
-
-
-def lowering(node_type: type[N]) -> Callable[[Lowering], Lowering]:
-    """Register the function that lowers ``node_type`` (exact type, not subclasses) to hls4ml layers."""
-
-    def register(fn: Lowering) -> Lowering:
-        LOWERINGS[node_type] = fn
-        return fn
-
-    return register
+LOWERINGS = Registry("firmware lowering")  # graph node type (exact, not subclasses) -> its hls4ml layers
+lowering = LOWERINGS.register
 
 
 @lowering(ir.Input)

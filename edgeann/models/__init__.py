@@ -16,17 +16,11 @@ from torch import nn
 
 from edgeann.config import QuantConfig
 from edgeann.quant import FloatLayers, QuantLayers
+from edgeann.registry import Registry
 
 Builder = Callable[..., nn.Sequential]
-_REGISTRY: dict[str, Builder] = {}
-
-
-def register_model(family: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        _REGISTRY[family] = fn
-        return fn
-
-    return deco
+_REGISTRY = Registry("model family")
+register_model = _REGISTRY.register
 
 
 def list_models() -> list[str]:
