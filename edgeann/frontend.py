@@ -62,13 +62,9 @@ def _bit_width(value, where: str, lo: int = 1, hi: int = 32) -> int:
     return int(b)
 
 
-def _round_half_even(v: np.ndarray) -> np.ndarray:
-    return np.round(v)  # numpy rounds half to even
-
-
 def quantize_const(values: np.ndarray, t: ir.FixedType, rounding: str = "ROUND") -> np.ndarray:
     v = np.asarray(values, np.float64) * 2.0**t.frac
-    ints = np.floor(v) if rounding == "FLOOR" else _round_half_even(v)
+    ints = np.floor(v) if rounding == "FLOOR" else np.round(v)  # numpy rounds half to even
     return np.clip(ints, t.int_min, t.int_max).astype(np.int64)
 
 
@@ -111,7 +107,6 @@ class _Reader:
         self.in_shape = tuple(self.shape[self.graph_input][1:])
         if any(d is None for d in self.in_shape):
             raise EdgeannError(f"input {self.graph_input}: per-sample shape {self.in_shape} is not fully known")
-        self._n = 0
 
     # -- helpers
     def unique(self, base: str) -> str:
