@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import io
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,22 +37,24 @@ def measure(name: str, run: Runner, x: np.ndarray, want: np.ndarray) -> float:
     return rate
 
 
-def main(argv: list[str] | None = None, extra_runners: dict[str, Runner] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None, extra_runners: dict[str, Runner] | None = None, graph=None, options=None,
+         n_default: int = 100_000, description: str | None = None) -> dict[str, float]:
     """Run the benchmark; ``extra_runners`` adds more back ends on the same inputs.
 
     onnxruntime runs ``model.onnx`` written from the same graph (the reference the firmware is
-    verified against), on the full ``--n`` vectors like the bridge.
+    verified against), on the full ``--n`` vectors like the bridge. ``graph`` and ``options`` (hls4ml
+    project options) default to the jet MLP with io_parallel; ``bench_cnn.py`` passes the jet CNN.
     """
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000, help="vectors for the batched bridge (and extra runners)")
+    ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=n_default, help="vectors for the batched bridge (and extra runners)")
     ap.add_argument("--n-hls4ml", type=int, default=2_000, help="vectors for hls4ml's one-sample-per-call predict()")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for the batched bridge")
     ap.add_argument("--workdir", type=Path, default=None, help="where to write the project (default: a temporary directory)")
     args = ap.parse_args(argv)
 
-    graph = jet_mlp()
+    graph = graph or jet_mlp()
     rng = np.random.default_rng(0)
-    x = rng.normal(0, 2, size=(args.n, 16)).astype(np.float32).astype(np.float64)  # onnxruntime reads float32
+    x = rng.normal(0, 2, size=(args.n, *graph.input.shape)).astype(np.float32).astype(np.float64)  # onnxruntime reads float32
     want = graph.predict(x)
     session = onnx_qcdq.session(onnx_qcdq.to_onnx(graph))
     extra_runners = {"onnxruntime (model.onnx)": lambda v: onnx_qcdq.run(session, v), **(extra_runners or {})}
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None, extra_runners: dict[str, Runner] | None 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         t0 = time.perf_counter()
-        project = write_project(graph, workdir / "jet_mlp")
+        project = write_project(graph, workdir / graph.name, options)
         t1 = time.perf_counter()
         csim = compile_csim(project)
         t2 = time.perf_counter()

@@ -7,9 +7,10 @@ are applied to the YAML tree before validation, so they are checked exactly like
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -64,6 +65,8 @@ class SyntheticData(DataBase):
     n_samples: int = Field(20000, ge=100)
     n_features: int = Field(16, ge=2, le=256)
     n_classes: int = Field(5, ge=2, le=32)
+    sequence_length: int | None = Field(None, ge=1, le=256, description="sequences of this many steps of n_features "
+                                        "(for the gru family) instead of flat vectors")
 
 
 class ArrayFileData(DataBase):
@@ -123,7 +126,120 @@ class MLPConfig(Section):
     hidden: list[Annotated[int, Field(gt=0, le=4096)]] = Field(default_factory=lambda: [64, 32, 32], min_length=0)
 
 
-ModelConfig = Annotated[Union[MLPConfig], Field(discriminator="family")]
+# CNN: a list of layers, each a small typed section told apart by its ``type``
+
+_Extent = Annotated[int, Field(ge=1, le=64)]
+Size = Union[_Extent, Annotated[list[_Extent], Field(min_length=1, max_length=2)]]  # one for every axis, or one per axis
+
+
+def _is_power_of_two(size) -> bool:
+    area = size if isinstance(size, int) else math.prod(size)
+    return area & (area - 1) == 0
+
+
+class ConvLayer(Section):
+    """A convolution with ``filters`` output channels. ``padding``: ``valid`` (none), ``same`` (output as large
+    as the input, stride 1; an odd total is padded one more at the end) or a number of zeros on both sides."""
+
+    type: Literal["conv"]
+    filters: int = Field(gt=0, le=1024)
+    kernel: Size = 3
+    stride: Size = 1
+    padding: Union[Literal["valid", "same"], Annotated[int, Field(ge=0, le=32)], list[Annotated[int, Field(ge=0, le=32)]]] = "valid"
+
+    @model_validator(mode="after")
+    def _same_needs_stride_one(self):
+        if self.padding == "same" and self.stride not in (1, [1], [1, 1]):
+            raise ValueError(f"padding 'same' needs stride 1 (got {self.stride}); pad with a number instead")
+        return self
+
+
+class PoolLayer(Section):
+    """Max or average pooling over ``size`` windows moved by ``stride`` (default: ``size``), without padding.
+    Average pooling needs a window area that is a power of two, so the mean is exact."""
+
+    type: Literal["max_pool", "avg_pool"]
+    size: Size = 2
+    stride: Size | None = None
+
+    @model_validator(mode="after")
+    def _exact_mean(self):
+        if self.type == "avg_pool" and not _is_power_of_two(self.size):
+            raise ValueError(f"avg_pool size {self.size}: the window area must be a power of two (2, 4, 8, ...)")
+        return self
+
+
+class ReluLayer(Section):
+    """A ReLU quantized with the activation bits of the weighted layer before it."""
+
+    type: Literal["relu"]
+
+
+class BatchNormLayer(Section):
+    """Batch normalization, kept as a fixed-point ``x * s + t`` per channel (weight and bias bits of its name)."""
+
+    type: Literal["batchnorm"]
+
+
+class FlattenLayer(Section):
+    type: Literal["flatten"]
+
+
+class DenseLayer(Section):
+    type: Literal["dense"]
+    units: int = Field(gt=0, le=4096)
+
+
+class ResidualLayer(Section):
+    """``activation(x + layers(x))``: a skip connection; the layers must keep the shape of their input."""
+
+    type: Literal["residual"]
+    layers: list["CNNLayer"] = Field(min_length=1)
+    activation: Literal["relu", "none"] = "relu"
+
+
+CNNLayer = Annotated[
+    Union[ConvLayer, PoolLayer, ReluLayer, BatchNormLayer, FlattenLayer, DenseLayer, ResidualLayer],
+    Field(discriminator="type"),
+]
+ResidualLayer.model_rebuild()
+
+
+class CNNConfig(Section):
+    """Convolutional network on channels-last samples, (height, width, channels) for 2-D convolutions or
+    (length, channels) for 1-D: ``layers`` in order, then a dense layer with one output per class."""
+
+    family: Literal["cnn"]
+    layers: list[CNNLayer] = Field(min_length=1)
+
+
+class RecurrentConfig(Section):
+    """Recurrent network on sequences (steps, features): recurrent layers (``hidden``: one state size per layer;
+    all but the last pass their whole sequence on), the last state -> ``dense`` layers with ReLU -> one output
+    per class. Weights, biases and the state take the layer's bits from ``quantization``
+    (``layers: {gru1: {...}}``; the state uses ``activation_bits``); ``gate_bits`` and ``table_bits`` set
+    the activation tables (see :mod:`edgeann.models.recurrent`)."""
+
+    hidden: list[Annotated[int, Field(gt=0, le=256)]] = Field(default_factory=lambda: [16], min_length=1, max_length=4)
+    dense: list[Annotated[int, Field(gt=0, le=4096)]] = Field(default_factory=list)
+    gate_bits: int = Field(8, ge=2, le=12, description="gate pre-activation (and LSTM cell) bits: the index of a "
+                                                       "2^bits-entry sigmoid/tanh table")
+    table_bits: int = Field(8, ge=2, le=16, description="sigmoid and tanh output bits (ap_ufixed<b,0> and ap_fixed<b,1>)")
+
+
+class GRUConfig(RecurrentConfig):
+    """GRU layers (see :class:`RecurrentConfig`)."""
+
+    family: Literal["gru"]
+
+
+class LSTMConfig(RecurrentConfig):
+    """LSTM layers (see :class:`RecurrentConfig`); the cell state uses ``gate_bits`` (it indexes the tanh table)."""
+
+    family: Literal["lstm"]
+
+
+ModelConfig = Annotated[Union[MLPConfig, CNNConfig, GRUConfig, LSTMConfig], Field(discriminator="family")]
 
 # ---------------------------------------------------------------------------------------------
 # quantization
@@ -303,9 +419,11 @@ def _apply_override(tree: dict, path: list[str], value: Any) -> None:
 def _union_members(annotation: Any) -> dict[str, type[BaseModel]]:
     """The classes of a discriminated union section, by tag (``{"mlp": MLPConfig, …}``)."""
     members = {}
+    if get_origin(annotation) is Annotated:  # e.g. the items of a list of CNN layers
+        annotation = get_args(annotation)[0]
     for arg in get_args(annotation):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
-            for name in ("source", "family"):
+            for name in ("source", "family", "type"):
                 if name in arg.model_fields:
                     for tag in get_args(arg.model_fields[name].annotation):
                         members[tag] = arg
@@ -317,8 +435,13 @@ def _walk(loc: tuple) -> tuple[list[str], type[BaseModel] | None]:
     shown: list[str] = []
     model: Any = Flow
     for part in loc:
-        if model is None:
+        if isinstance(model, tuple) and isinstance(part, int):  # an item of a list of sections
             shown.append(str(part))
+            model = _union_members(model[1]) or (model[1] if isinstance(model[1], type) else None)
+            continue
+        if model is None:
+            if isinstance(part, int) or not set("-[]'(") & set(part):  # not a label pydantic gives a union branch
+                shown.append(str(part))
             continue
         if isinstance(part, str) and part in getattr(model, "model_fields", {}):
             shown.append(part)
@@ -328,6 +451,8 @@ def _walk(loc: tuple) -> tuple[list[str], type[BaseModel] | None]:
                 model = members
             elif isinstance(ann, type) and issubclass(ann, BaseModel):
                 model = ann
+            elif get_origin(ann) is list and (_union_members(get_args(ann)[0]) or isinstance(get_args(ann)[0], type)):
+                model = ("items", get_args(ann)[0])
             else:
                 model = None
         elif isinstance(model, dict) and part in model:  # the union tag pydantic inserts

@@ -38,34 +38,107 @@ def bops(n_in: int, n_out: int, b_a: int, b_w: int, sparsity: float) -> float:
     return n_out * n_in * ((1.0 - sparsity) * b_a * b_w + b_a + b_w + math.log2(max(n_in, 1)))
 
 
+def weighted(node: ir.Node, infos: dict) -> dict | None:
+    """What a layer multiplies, if anything: its integer weights as (fan-in, outputs), their types, and at how many
+    output positions they are applied (1 for a dense layer; every pixel for a convolution or batch normalization)."""
+    if isinstance(node, ir.Dense):
+        return {"weight": node.weight.T, "weight_type": node.weight_type, "bias_type": node.bias_type, "positions": 1}
+    if isinstance(node, ir.Conv):
+        return {"weight": node.weight.reshape(-1, node.n_out), "weight_type": node.weight_type,
+                "bias_type": node.bias_type, "positions": int(np.prod(infos[node.name].shape[:-1]))}
+    if isinstance(node, ir.BatchNorm):
+        return {"weight": node.scale[None, :], "weight_type": node.scale_type, "bias_type": node.bias_type,
+                "positions": int(np.prod(infos[node.name].shape[:-1]))}
+    return None
+
+
 def layer_table(graph: ir.Graph) -> list[dict]:
-    """One row per weighted layer: shapes, bit widths, sparsity, multipliers left and BOPs."""
+    """One row per weighted layer: shapes, bit widths, sparsity, multipliers left and BOPs.
+
+    A convolution's row counts one kernel (``n_in`` = kernel positions x input channels, the fan-in, ``n_out`` =
+    filters) applied at ``positions`` output positions: its BOPs and multiply-accumulates (``macs``) are per
+    position times positions; ``multipliers`` counts one kernel's, as io_stream firmware instantiates it.
+    """
     infos = graph.infos()
     rows = []
     for node in graph.nodes:
-        if not isinstance(node, ir.Dense):
+        if isinstance(node, ir.Recurrent):
+            rows.append(recurrent_row(node, infos))
+            continue
+        w = weighted(node, infos)
+        if w is None:
             continue
         x = infos[node.inputs[0]]
-        n_weights = int(node.weight.size)
-        nonzero = int(np.count_nonzero(node.weight))
+        weight, positions = np.asarray(w["weight"]).astype(np.int64), w["positions"]
+        n_in, n_out = weight.shape
+        n_weights = int(weight.size)
+        nonzero = int(np.count_nonzero(weight))
         sparsity = 1.0 - nonzero / max(n_weights, 1)
         rows.append({
             "layer": node.name,
             "op": node.op,
-            "n_in": node.n_in,
-            "n_out": node.n_out,
+            "n_in": n_in,
+            "n_out": n_out,
+            "positions": positions,
             "input_type": x.type.hls(),
-            "weight_bits": node.weight_type.width,
-            "bias_bits": node.bias_type.width,
+            "weight_bits": w["weight_type"].width,
+            "bias_bits": w["bias_type"].width,
             "accumulator_type": infos[node.name].type.hls(),
             "n_weights": n_weights,
             "nonzero_weights": nonzero,
             "sparsity": sparsity,
             # a multiplier for every nonzero weight; multiplying by +-2^k is only a shift
-            "multipliers": int(np.count_nonzero((node.weight != 0) & ~_power_of_two(np.abs(node.weight)))),
-            "bops": bops(node.n_in, node.n_out, x.type.width, node.weight_type.width, sparsity),
+            "multipliers": int(np.count_nonzero((weight != 0) & ~_power_of_two(np.abs(weight)))),
+            "macs": positions * nonzero,
+            "macs_saved_by_pruning": positions * (n_weights - nonzero),
+            "bops": positions * bops(n_in, n_out, x.type.width, w["weight_type"].width, sparsity),
         })
     return rows
+
+
+def recurrent_row(node: ir.Recurrent, infos: dict) -> dict:
+    """A GRU's or LSTM's row: per step, its two matrices (input and recurrent) and its element-wise products
+    (GRU: r * gh_n, z * (h - n); LSTM: f * c, i * g, o * tanh(c)) for each of its H units, repeated at every one
+    of its ``steps``. BOPs and multiply-accumulates are per step times steps; ``multipliers`` are one step's,
+    which the firmware reuses at every step."""
+    x = infos[node.inputs[0]]
+    a = node.arithmetic(x)
+    steps, n_h = x.shape[0], node.hidden
+    matrices = [(node.w_ih.astype(np.int64), node.w_ih_type, x.type.width),
+                (node.w_hh.astype(np.int64), node.w_hh_type, node.state_type.width)]
+    products = node.products(a)
+    n_weights = sum(int(w.size) for w, _, _ in matrices)
+    nonzero = sum(int(np.count_nonzero(w)) for w, _, _ in matrices)
+    step_bops = sum(bops(w.shape[1], w.shape[0], b_a, t.width, 1.0 - np.count_nonzero(w) / max(w.size, 1))
+                    for w, t, b_a in matrices)
+    step_bops += sum(n_h * b_a * b_b for _, b_a, b_b in products)
+    weight_multipliers = sum(int(np.count_nonzero((w != 0) & ~_power_of_two(np.abs(w)))) for w, _, _ in matrices)
+    return {
+        "layer": node.name,
+        "op": node.op,
+        "n_in": node.n_in,
+        "n_out": n_h,
+        "positions": steps,
+        "steps": steps,
+        "input_type": x.type.hls(),
+        "weight_bits": node.w_ih_type.width,
+        "recurrent_weight_bits": node.w_hh_type.width,
+        "bias_bits": node.b_ih_type.width,
+        "accumulator_type": a.gi.type.hls(),
+        "recurrent_accumulator_type": a.gh.type.hls(),
+        "table_types": {name: f"{index.hls()} -> {out.hls()}" for name, (_, index, out) in node.tables().items()},
+        "state_type": node.state_type.hls(),
+        "table_entries": sum(int(t.size) for t, _, _ in node.tables().values()),
+        "gate_products": [what for what, _, _ in products],
+        "n_weights": n_weights,
+        "nonzero_weights": nonzero,
+        "sparsity": 1.0 - nonzero / max(n_weights, 1),
+        "multipliers": weight_multipliers + len(products) * n_h,
+        "macs": steps * (nonzero + len(products) * n_h),
+        "macs_saved_by_pruning": steps * (n_weights - nonzero),
+        "bops_per_step": step_bops,
+        "bops": steps * step_bops,
+    }
 
 
 def _power_of_two(a: np.ndarray) -> np.ndarray:

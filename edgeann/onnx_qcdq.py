@@ -11,7 +11,9 @@ The result is the onnxruntime reference for the firmware, so it must compute exa
   (onnxruntime has no int16 ``Clip``); 17-24-bit ones saturate with a float ``Clip`` alone;
 * a dense layer sums in float32 only when every partial sum is provably below 2^24 in units
   of its least significant bit (then float32 is exact); wider layers sum in float64, exact
-  below 2^53, so no accumulator is ever rounded.
+  below 2^53, so no accumulator is ever rounded. The same rule holds for convolutions (every
+  window gathered at once, channels-last, then a MatMul), average pooling, residual additions
+  and batch normalization.
 
 Brevitas' own QCDQ exporter rounds half to even and stops at 8 bits, so edgeann writes this
 file itself; the QONNX file (Quant nodes) comes from Brevitas (:mod:`edgeann.export`).
@@ -125,7 +127,7 @@ def _emit_dense(b, node: ir.Dense, infos, graph_input):
     (src,) = node.inputs
     x = infos[src]
     h = node.name
-    if dense_is_float32_exact(node, x):
+    if dense_is_float32_exact(node, x) and b.dtype.get(src, TensorProto.FLOAT) == TensorProto.FLOAT:
         wq = b.const(f"{h}/weight_int", node.weight.astype(np.int8))
         w = b.op("DequantizeLinear", [wq, b.const(f"{h}/weight_scale", np.float32(node.weight_type.scale))], hint=h)
         bq = b.const(f"{h}/bias_int", node.bias.astype(np.int32))
@@ -154,6 +156,246 @@ def _emit_quantize(b, node: ir.Quantize, infos, graph_input):
     return emit_quantizer(b, node.inputs[0], node.type, node.name, node.name, node.rounding)
 
 
+# -- convolutional networks: the graph and model.onnx are channels-last, (N, *spatial, C)
+
+
+def _dtype(b: _Builder, x: str) -> int:
+    return b.dtype.get(x, TensorProto.FLOAT)
+
+
+def _magnitude(x: ir.TensorInfo) -> int:
+    return max(abs(x.lo), abs(x.hi))
+
+
+def _windows(b: _Builder, x: str, shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...],
+             pads: tuple[int, ...], hint: str, merge: bool) -> str:
+    """Every window of channels-last ``x`` (N, *spatial, C) after zero padding, gathered in one step:
+    (N, *out, K * C) with ``merge`` (im2col, row-major kernel offset then channel, like the weights), else
+    (N, *out, K, C). Only moves values, so it is exact in any dtype.
+
+    Flatten + Gather, not Transpose or Slice: onnxruntime (1.22 - 1.23 at least) propagates an int8
+    DequantizeLinear of opset 21 across Transpose, Slice, Reshape and MaxPool and then fails to load the model.
+    """
+    d, channels = len(window), shape[-1]
+    if any(pads):
+        begin, end = [0] * (d + 2), [0] * (d + 2)
+        begin[1 : d + 1], end[1 : d + 1] = pads[::2], pads[1::2]
+        x = b.op("Pad", [x, b.const(f"{hint}/pads", np.array(begin + end, np.int64))], hint=hint)
+    padded = tuple(n + before + after for n, before, after in zip(shape[:-1], pads[::2], pads[1::2]))
+    out = tuple((n - k) // s + 1 for n, k, s in zip(padded, window, stride))
+    at = np.indices(out + window)  # (2d, *out, *window): output position, then offset in the window
+    rows = np.ravel_multi_index(tuple(at[a] * stride[a] + at[d + a] for a in range(d)), padded)
+    index = (rows[..., None] * channels + np.arange(channels)).reshape(*out, -1 if merge else int(np.prod(window)),
+                                                                       *(() if merge else (channels,)))
+    flat = b.op("Flatten", [x], hint=hint, axis=1)
+    return b.op("Gather", [flat, b.const(f"{hint}/window_index", index.astype(np.int64))], hint=hint, axis=1)
+
+
+def conv_is_float32_exact(node: ir.Conv, x: ir.TensorInfo) -> bool:
+    """True when every partial sum of the convolution is an integer below 2^24 LSBs (float32 exact)."""
+    frac = node.acc_frac(x)
+    w = np.abs(node.weight.astype(np.int64).reshape(-1, node.n_out)) << (frac - x.type.frac - node.weight_type.frac)
+    bias = np.abs(node.bias.astype(np.int64)) << (frac - node.bias_type.frac)
+    return int((bias + w.sum(axis=0) * _magnitude(x)).max(initial=0)) < FLOAT32_EXACT
+
+
+@emitter(ir.Conv)
+def _emit_conv(b, node: ir.Conv, infos, graph_input):
+    """im2col (channels-last, any dtype) and a MatMul: float32 where every partial sum is provably below 2^24 LSBs,
+    float64 otherwise. (onnxruntime's own Conv is float32 only and channels-first.)"""
+    (src,) = node.inputs
+    x, h = infos[src], node.name
+    cols = _windows(b, src, x.shape, node.kernel, node.stride, node.pads, h, merge=True)
+    narrow = conv_is_float32_exact(node, x) and _dtype(b, src) == TensorProto.FLOAT
+    fdt = np.float32 if narrow else np.float64
+    if not narrow:  # float64: exact below 2^53
+        cols = b.op("Cast", [cols], hint=h, to=TensorProto.DOUBLE)
+    # Weights as float constants (exact: at most 8 significant bits), not DequantizeLinear: onnxruntime's extended
+    # optimizations turn DequantizeLinear(int8 weight) -> MatMul into an integer MatMul that quantizes the
+    # activations dynamically, which is not exact.
+    w = b.const(f"{h}/weight", (node.weight.reshape(-1, node.n_out).astype(np.float64) * node.weight_type.scale).astype(fdt))
+    bias = b.const(f"{h}/bias", (node.bias.astype(np.float64) * node.bias_type.scale).astype(fdt))
+    out = b.op("Add", [b.op("MatMul", [cols, w], hint=h), bias], out=h, hint=h)
+    b.dtype[out] = TensorProto.FLOAT if narrow else TensorProto.DOUBLE
+    return out
+
+
+@emitter(ir.MaxPool)
+def _emit_max_pool(b, node: ir.MaxPool, infos, graph_input):
+    (src,) = node.inputs
+    h = node.name
+    windows = _windows(b, src, infos[src].shape, node.pool, node.stride, (0,) * (2 * len(node.pool)), h, merge=False)
+    out = b.op("ReduceMax", [windows, b.const(f"{h}/axes", np.array([-2], np.int64))], out=h, hint=h, keepdims=0)
+    b.dtype[out] = _dtype(b, src)
+    return out
+
+
+@emitter(ir.AvgPool)
+def _emit_avg_pool(b, node: ir.AvgPool, infos, graph_input):
+    """The sum of each window (exact: float32 below 2^24 LSBs, else float64) times 2^-log2(area), exact."""
+    (src,) = node.inputs
+    x, h = infos[src], node.name
+    wide = _dtype(b, src) == TensorProto.DOUBLE or node.area * _magnitude(x) >= FLOAT32_EXACT
+    windows = _windows(b, src, x.shape, node.pool, node.stride, (0,) * (2 * len(node.pool)), h, merge=False)
+    if wide and _dtype(b, src) != TensorProto.DOUBLE:
+        windows = b.op("Cast", [windows], hint=h, to=TensorProto.DOUBLE)
+    total = b.op("ReduceSum", [windows, b.const(f"{h}/axes", np.array([-2], np.int64))], hint=h, keepdims=0)
+    fdt = np.float64 if wide else np.float32
+    out = b.op("Mul", [total, b.const(f"{h}/inverse_area", fdt(1.0 / node.area))], out=h, hint=h)
+    b.dtype[out] = TensorProto.DOUBLE if wide else TensorProto.FLOAT
+    return out
+
+
+@emitter(ir.Flatten)
+def _emit_flatten(b, node: ir.Flatten, infos, graph_input):
+    (src,) = node.inputs
+    out = b.op("Flatten", [src], out=node.name, hint=node.name, axis=1)  # row-major: channels-last order
+    b.dtype[out] = _dtype(b, src)
+    return out
+
+
+@emitter(ir.Add)
+def _emit_add(b, node: ir.Add, infos, graph_input):
+    """Float32 when the sum stays below 2^24 LSBs of the finer input grid and both inputs are float32; else float64."""
+    a, c = (infos[i] for i in node.inputs)
+    frac = max(a.type.frac, c.type.frac)
+    bound = (_magnitude(a) << (frac - a.type.frac)) + (_magnitude(c) << (frac - c.type.frac))
+    wide = bound >= FLOAT32_EXACT or any(_dtype(b, i) == TensorProto.DOUBLE for i in node.inputs)
+    ins = [b.op("Cast", [i], hint=node.name, to=TensorProto.DOUBLE) if wide and _dtype(b, i) != TensorProto.DOUBLE else i
+           for i in node.inputs]
+    out = b.op("Add", ins, out=node.name, hint=node.name)
+    b.dtype[out] = TensorProto.DOUBLE if wide else TensorProto.FLOAT
+    return out
+
+
+@emitter(ir.BatchNorm)
+def _emit_batchnorm(b, node: ir.BatchNorm, infos, graph_input):
+    """``x * scale + bias`` along the channel (last) axis: float32 below 2^24 LSBs, else float64."""
+    (src,) = node.inputs
+    x, h = infos[src], node.name
+    frac = node.acc_frac(x)
+    s = np.abs(node.scale.astype(np.int64)) << (frac - x.type.frac - node.scale_type.frac)
+    bias = np.abs(node.bias.astype(np.int64)) << (frac - node.bias_type.frac)
+    wide = _dtype(b, src) == TensorProto.DOUBLE or int((s * _magnitude(x) + bias).max(initial=0)) >= FLOAT32_EXACT
+    fdt = np.float64 if wide else np.float32
+    xs = b.op("Cast", [src], hint=h, to=TensorProto.DOUBLE) if wide and _dtype(b, src) != TensorProto.DOUBLE else src
+    scale = b.const(f"{h}/scale", (node.scale.astype(np.float64) * node.scale_type.scale).astype(fdt))
+    shift = b.const(f"{h}/bias", (node.bias.astype(np.float64) * node.bias_type.scale).astype(fdt))
+    out = b.op("Add", [b.op("Mul", [xs, scale], hint=h), shift], out=h, hint=h)
+    b.dtype[out] = TensorProto.DOUBLE if wide else TensorProto.FLOAT
+    return out
+
+
+
+# -- recurrent networks: GRU and LSTM, unrolled in time
+
+
+class _Unrolled:
+    """Writes one recurrent layer step by step (:class:`edgeann.ir.Recurrent`): MatMul + Add accumulators per gate
+    (the input projection once for all steps), each requantizer in QCDQ form, each table a ``Gather`` at the
+    integer code minus ``int_min``, the layer's exact update. Float32 where every intermediate, partial sums
+    included, is provably below 2^24 LSBs of its grid; else float64, exact below 2^53."""
+
+    def __init__(self, b: _Builder, node: ir.Recurrent, infos: dict):
+        (src,) = node.inputs
+        self.b, self.node, self.x = b, node, infos[src]
+        self.a = node.arithmetic(self.x)
+        self.wide = _dtype(b, src) == TensorProto.DOUBLE or max(v for _, v in self.a.bounds.values()) >= FLOAT32_EXACT
+        self.fdt, self.dt = (np.float64, TensorProto.DOUBLE) if self.wide else (np.float32, TensorProto.FLOAT)
+        xs = src if _dtype(b, src) == self.dt else self.widen(src, node.name)
+        self.gi_all, self.w_hh, self.b_hh = {}, {}, {}
+        for gate in node.gates:
+            rows = node.rows(gate)
+            w_ih = self.values(f"w_ih_{gate}", node.w_ih[rows].T, node.w_ih_type)
+            b_ih = self.values(f"b_ih_{gate}", node.b_ih[rows], node.b_ih_type)
+            self.gi_all[gate] = self.op("Add", [self.op("MatMul", [xs, w_ih], node.name), b_ih], node.name)
+            self.w_hh[gate] = self.values(f"w_hh_{gate}", node.w_hh[rows].T, node.w_hh_type)
+            self.b_hh[gate] = self.values(f"b_hh_{gate}", node.b_hh[rows], node.b_hh_type)
+        self.tables = {k: self.values(f"table_{k}", t, out) for k, (t, _, out) in node.tables().items()}
+
+    def op(self, op_type: str, inputs: list[str], hint: str, **attrs) -> str:
+        y = self.b.op(op_type, inputs, hint=hint, **attrs)
+        self.b.dtype[y] = self.dt
+        return y
+
+    def values(self, key: str, codes: np.ndarray, t: ir.FixedType) -> str:
+        return self.b.const(f"{self.node.name}/{key}", (codes.astype(np.float64) * t.scale).astype(self.fdt))
+
+    def widen(self, y: str, hint: str) -> str:
+        """A quantizer's float32 output in the layer's dtype."""
+        return self.b.op("Cast", [y], hint=hint, to=TensorProto.DOUBLE) if self.wide else y
+
+    def quantize(self, s: str, t: ir.FixedType, hint: str, out: str | None = None) -> str:
+        """Floor and saturate onto ``t`` (QCDQ); float32, exact."""
+        return emit_quantizer(self.b, s, t, out or hint, hint)
+
+    def lookup(self, table: str, q: str, hint: str) -> str:
+        """The table's entry at the code of ``q`` (a float32 quantizer output on the table's index type)."""
+        _, index_type, _ = self.node.tables()[table]
+        b = self.b
+        code = b.op("Mul", [q, b.const(f"{hint}/{table}_grid", np.float32(2.0**index_type.frac))], hint=hint)
+        offset = b.op("Sub", [code, b.const(f"{hint}/{table}_int_min", np.float32(index_type.int_min))], hint=hint)
+        return self.op("Gather", [self.tables[table], b.op("Cast", [offset], hint=hint, to=TensorProto.INT64)], hint, axis=0)
+
+    def gate(self, table: str, s: str, hint: str) -> str:
+        """Requantize ``s`` onto the table's index type and read the table."""
+        return self.lookup(table, self.quantize(s, self.node.tables()[table][1], f"{hint}/{table}_in"), hint)
+
+    def run(self, step) -> str:
+        """``step(t, gi, gh, h, carry, hint) -> (update, carry)`` for every step (``h`` None at the first: 0);
+        each ``update`` is requantized onto the state type. Returns the layer's output tensor."""
+        node, name = self.node, self.node.name
+        h, carry, states = None, None, []
+        for t in range(self.x.shape[0]):
+            hint = f"{name}/t{t}"
+            step_index = self.b.const(f"{hint}/step", np.int64(t))
+            gi = {g: self.op("Gather", [self.gi_all[g], step_index], hint, axis=1) for g in node.gates}
+            if h is None:  # h = 0: W_hh h + b_hh = b_hh
+                gh = self.b_hh
+            else:
+                gh = {g: self.op("Add", [self.op("MatMul", [h, self.w_hh[g]], hint), self.b_hh[g]], hint) for g in node.gates}
+            update, carry = step(gi, gh, h, carry, hint)
+            last = t == self.x.shape[0] - 1 and not node.return_sequences
+            q = self.quantize(update, node.state_type, f"{hint}/state", name if last else None)
+            states.append(q)
+            h = self.widen(q, hint)
+        if not node.return_sequences:
+            return states[-1]
+        # (N, T*H) -> (N, T, H); not Unsqueeze + Concat: onnxruntime's QDQ propagation breaks on an Unsqueeze
+        # right after DequantizeLinear (output_dtype INT8 does not match y_zero_point type UINT8)
+        flat = self.b.op("Concat", states, hint=name, axis=-1)
+        shape = self.b.const(f"{name}/sequence_shape", np.array([-1, self.x.shape[0], node.hidden], np.int64))
+        out = self.b.op("Reshape", [flat, shape], out=name, hint=name)
+        self.b.dtype[out] = TensorProto.FLOAT
+        return out
+
+
+@emitter(ir.GRU)
+def _emit_gru(b, node: ir.GRU, infos, graph_input):
+    u = _Unrolled(b, node, infos)
+
+    def step(gi, gh, h, carry, hint):
+        r = u.gate("r", u.op("Add", [gi["r"], gh["r"]], hint), hint)
+        z = u.gate("z", u.op("Add", [gi["z"], gh["z"]], hint), hint)
+        n = u.gate("n", u.op("Add", [gi["n"], u.op("Mul", [r, gh["n"]], hint)], hint), hint)
+        d = u.op("Neg", [n], hint) if h is None else u.op("Sub", [h, n], hint)
+        return u.op("Add", [n, u.op("Mul", [z, d], hint)], hint), None  # n + z * (h - n)
+
+    return u.run(step)
+
+
+@emitter(ir.LSTM)
+def _emit_lstm(b, node: ir.LSTM, infos, graph_input):
+    u = _Unrolled(b, node, infos)
+
+    def step(gi, gh, h, c, hint):
+        i, f, g, o = (u.gate(k, u.op("Add", [gi[k], gh[k]], hint), hint) for k in node.gates)
+        cell = u.op("Mul", [i, g], hint) if c is None else u.op("Add", [u.op("Mul", [f, c], hint), u.op("Mul", [i, g], hint)], hint)
+        cq = u.quantize(cell, node.cell_type, f"{hint}/cell")
+        return u.op("Mul", [o, u.lookup("c", cq, hint)], hint), u.widen(cq, hint)  # o * tanh(c)
+
+    return u.run(step)
+
 
 INPUT_NAME = "global_in"
 OUTPUT_NAME = "global_out"
@@ -175,7 +417,8 @@ def to_onnx(graph: ir.Graph, expose_all: bool = False) -> onnx.ModelProto:
     (last,) = graph.outputs
     b.nodes.append(helper.make_node("Identity", [last], [OUTPUT_NAME], name=OUTPUT_NAME))
     in_shape = ["N", *graph.input.shape]
-    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", *infos[last].shape])]
+    # float32, or float64 where the last node is an exact sum too wide for float32
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, b.dtype.get(last, TensorProto.FLOAT), ["N", *infos[last].shape])]
     if expose_all:
         outputs += [helper.make_tensor_value_info(n.name, b.dtype.get(n.name, TensorProto.FLOAT), None) for n in graph.nodes]
     g = helper.make_graph(

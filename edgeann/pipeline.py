@@ -24,6 +24,7 @@ from edgeann.config import Flow
 from edgeann.errors import EdgeannError
 from edgeann.export import export_model
 from edgeann.metrics import classification, layer_table
+from edgeann.models import create_model
 from edgeann.prune import layer_sparsity, total_sparsity
 from edgeann.train import select_device, train
 
@@ -75,6 +76,7 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
         _check_resumable(run_dir, flow)
     select_device(flow.training.device)  # fail on a missing GPU before any work
     splits = data.prepare(flow.data, flow.seed)
+    create_model(flow.model, splits.sample_shape, len(splits.classes), None)  # the family fits the data: stop before writing
 
     if force and not resume and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -266,6 +268,13 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
         diff = np.abs(onnx_qcdq.run_any(source, xs) - onnx_qcdq.run(data / "reference.onnx", xs))
         result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
                                              "inputs": "2000 standard-normal vectors", "precision": precision}
+    if kind == "run" and data_x is not None and len(data_x):
+        # what the fixed-point arithmetic costs: the firmware against the same weights in float, on the test split
+        from edgeann.firmware import compile_csim
+        from edgeann.float_twin import distance_to_float
+
+        labels = np.load(source / "test_data.npz")["y"]
+        result["distance_to_float_twin"] = distance_to_float(graph, data_x, compile_csim(project).predict(data_x), labels)
     write_json(project / "verification.json", result)
 
     report = build_report(graph, options)

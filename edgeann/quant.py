@@ -13,7 +13,8 @@ each a fixed-point quantizer (a power-of-two scale, so every value is an ``ap_fi
 
 Model builders never touch Brevitas directly: they ask a :class:`QuantLayers` (or, for a float
 twin of the same network, :class:`FloatLayers`) for ``input()``, ``linear()``, ``relu()`` and
-``output()``, named so per-layer bit widths from the flow apply.
+``output()``, named so per-layer bit widths from the flow apply; CNNs add ``conv()``,
+``batchnorm()`` and ``requantize()``, and the parameter-free layers of :class:`ShapeLayers`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from brevitas.quant import (
 from torch import nn
 
 from edgeann.config import QuantConfig
+from edgeann.layers import ChannelsFirst, ChannelsLastFlatten, QuantBatchNorm, Residual
 
 
 class FixedPointWeight(Int8WeightPerTensorFixedPoint):
@@ -53,7 +55,28 @@ class FixedPointBias(Int16Bias):
     """Bias on the accumulator grid: scale = input scale x weight scale."""
 
 
-class QuantLayers:
+class ShapeLayers:
+    """Layers without parameters or quantizers of their own, the same in the quantized and the float network:
+    layout changes (see :mod:`edgeann.layers`), pooling and the residual connection."""
+
+    def channels_first(self, dims: int) -> nn.Module:
+        return ChannelsFirst(dims)
+
+    def flatten(self, dims: int) -> nn.Module:
+        return ChannelsLastFlatten(dims)
+
+    def max_pool(self, dims: int, size: tuple[int, ...], stride: tuple[int, ...]) -> nn.Module:
+        return (nn.MaxPool1d, nn.MaxPool2d)[dims - 1](size, stride)
+
+    def avg_pool(self, dims: int, size: tuple[int, ...], stride: tuple[int, ...]) -> nn.Module:
+        """The exact mean (a power-of-two window); follow it with :meth:`requantize`."""
+        return (nn.AvgPool1d, nn.AvgPool2d)[dims - 1](size, stride)
+
+    def residual(self, body: nn.Sequential, after: nn.Module) -> nn.Module:
+        return Residual(body, after)
+
+
+class QuantLayers(ShapeLayers):
     """Brevitas layers with edgeann's presets and the flow's bit widths."""
 
     quantized = True
@@ -83,8 +106,49 @@ class QuantLayers:
     def output(self) -> nn.Module:
         return qnn.QuantIdentity(act_quant=FixedPointAct.let(bit_width=self.cfg.output_bits), return_quant_tensor=False)
 
+    def conv(self, name: str, dims: int, c_in: int, c_out: int, kernel, stride, padding) -> nn.Module:
+        """A 1-D or 2-D convolution (channels-first inside the model); ``padding`` as PyTorch takes it."""
+        q = self.cfg.for_layer(name)
+        return (qnn.QuantConv1d, qnn.QuantConv2d)[dims - 1](
+            c_in,
+            c_out,
+            kernel,
+            stride=stride,
+            padding=padding,
+            bias=True,
+            weight_quant=FixedPointWeight.let(bit_width=q.weight_bits),
+            bias_quant=FixedPointBias.let(bit_width=q.bias_bits),
+            return_quant_tensor=False,
+        )
 
-class FloatLayers:
+    def batchnorm(self, name: str, dims: int, channels: int) -> nn.Module:
+        """Batch normalization kept as a fixed-point ``x * s + t`` (s with the weight bits, t with the bias bits)."""
+        q = self.cfg.for_layer(name)
+        return QuantBatchNorm(channels, q.weight_bits, q.bias_bits)
+
+    def recurrent(self, cell: str, name: str, n_in: int, hidden: int, *, gate_bits: int, table_bits: int,
+                  return_sequences: bool = False) -> nn.Module:
+        """A quantization-aware GRU or LSTM (``cell``; :mod:`edgeann.models.recurrent`): weights and biases with layer
+        ``name``'s bits, the state with its activation bits, gate pre-activations (and the LSTM's cell) with
+        ``gate_bits``, tables ``table_bits`` wide."""
+        from edgeann.models.recurrent import QuantGRU, QuantLSTM
+
+        q = self.cfg.for_layer(name)
+        kw = {"cell_quant": FixedPointAct.let(bit_width=gate_bits)} if cell == "lstm" else {}
+        return {"gru": QuantGRU, "lstm": QuantLSTM}[cell](
+            name, n_in, hidden, weight_quant=FixedPointWeight.let(bit_width=q.weight_bits),
+            bias_quant=FixedPointBias.let(bit_width=q.bias_bits), gate_quant=FixedPointAct.let(bit_width=gate_bits),
+            state_quant=FixedPointAct.let(bit_width=q.activation_bits), table_bits=table_bits,
+            return_sequences=return_sequences, **kw)
+
+    def requantize(self, name: str, signed: bool = True) -> nn.Module:
+        """A truncating, saturating quantizer with layer ``name``'s activation bit width (after an exact sum)."""
+        bits = self.cfg.for_layer(name).activation_bits
+        act = FixedPointAct if signed else FixedPointUnsignedAct
+        return qnn.QuantIdentity(act_quant=act.let(bit_width=bits), return_quant_tensor=True)
+
+
+class FloatLayers(ShapeLayers):
     """The same network in plain PyTorch (for baselines and benchmarks)."""
 
     quantized = False
@@ -100,3 +164,18 @@ class FloatLayers:
 
     def output(self) -> nn.Module:
         return nn.Identity()
+
+    def conv(self, name: str, dims: int, c_in: int, c_out: int, kernel, stride, padding) -> nn.Module:
+        return (nn.Conv1d, nn.Conv2d)[dims - 1](c_in, c_out, kernel, stride=stride, padding=padding)
+
+    def batchnorm(self, name: str, dims: int, channels: int) -> nn.Module:
+        return (nn.BatchNorm1d, nn.BatchNorm2d)[dims - 1](channels)
+
+    def requantize(self, name: str, signed: bool = True) -> nn.Module:
+        return nn.Identity()
+
+    def recurrent(self, cell: str, name: str, n_in: int, hidden: int, *, gate_bits: int, table_bits: int,
+                  return_sequences: bool = False) -> nn.Module:
+        from edgeann.models.recurrent import FloatGRU, FloatLSTM
+
+        return {"gru": FloatGRU, "lstm": FloatLSTM}[cell](name, n_in, hidden, return_sequences=return_sequences)

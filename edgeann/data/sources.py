@@ -24,6 +24,12 @@ def synthetic(cfg, seed: int) -> Dataset:
     y = rng.integers(0, cfg.n_classes, cfg.n_samples)
     z = centers[y] + rng.normal(0.0, 1.0, (cfg.n_samples, 6))
     x = z @ mix + 0.5 * np.sin(2.0 * z @ bend) + 0.2 * rng.normal(size=(cfg.n_samples, cfg.n_features))
+    if cfg.sequence_length:  # step t sees the latent point through its own map, the last steps through the flat one
+        steps = np.arange(cfg.sequence_length)[:, None, None]
+        turn = problem.normal(0.0, 1.0, (cfg.sequence_length, 6, cfg.n_features)) / np.sqrt(6)
+        fade = np.exp(-0.5 * (cfg.sequence_length - 1 - steps))  # (T, 1, 1)
+        x = (fade * x[None] + (1 - fade) * np.einsum("nl,tlf->tnf", z, turn)).transpose(1, 0, 2)
+        x = x + 0.3 * rng.normal(size=x.shape)
     names = [f"f{i}" for i in range(cfg.n_features)]
     classes = JET_CLASSES if cfg.n_classes == 5 else [f"c{i}" for i in range(cfg.n_classes)]
     return Dataset(x.astype(np.float32), y.astype(np.int64), classes, names, origin="synthetic data")
@@ -134,4 +140,6 @@ def jets(cfg, seed: int) -> Dataset:
     except Exception as e:
         raise EdgeannError(f"{path}: not a readable jet file ({type(e).__name__}: {e})") from None
     feature_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
+    if key == "images":  # one channel, channels-last like every tensor edgeann passes on: (N, H, W, 1)
+        x = x[..., None]
     return Dataset(x.astype(np.float32), y.astype(np.int64), classes, feature_names, origin=str(path))

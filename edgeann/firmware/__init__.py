@@ -12,6 +12,7 @@ from edgeann.firmware.hls import (
     lowering,
     write_project,
 )
+from edgeann.firmware import recurrent  # noqa: F401,E402  (registers the GRU with hls4ml and its firmware lowering)
 
 __all__ = [
     "CSim",

@@ -3,6 +3,8 @@
 hls4ml's ``compile()``/``predict()`` builds a library with a one-sample entry point that Python calls once
 per sample. Here the project's firmware is compiled with g++ together with our bridge
 (``templates/csim_bridge.cpp``), whose entry points loop over the whole batch in C++ on several threads.
+io_stream firmware keeps state in function statics (convolution line buffers, pooling windows), so there
+each thread instead runs its share of the batch on its own loaded copy of the library.
 The library is cached in ``<project>/csim/`` under a key of the firmware sources, the bridge, the flags
 and the compiler version, and rebuilt only when one of them changes.
 """
@@ -30,7 +32,9 @@ BRIDGE = Path(__file__).parent / "templates" / "csim_bridge.cpp"
 CACHE_DIR = "csim"
 # -Wno-free-nonheap-object: g++ 12 otherwise spends most of the compile time (20 of 28 s for the jet MLP,
 # even at -O0) in its "access analysis" warning pass over the weight arrays' huge static initializer.
-CXXFLAGS = ("-std=c++17", "-fPIC", "-pthread", "-w", "-Wno-free-nonheap-object")
+# -fno-gnu-unique: g++ otherwise gives the function statics of templates (hls4ml's stream line buffers) one
+# instance per process, shared by every loaded copy of the library; CSim needs a private one per copy.
+CXXFLAGS = ("-std=c++17", "-fPIC", "-pthread", "-w", "-Wno-free-nonheap-object", "-fno-gnu-unique")
 OPT_LEVEL = "-O2"
 
 
@@ -115,6 +119,19 @@ def compile_csim(
     return CSim(library, project)
 
 
+MIN_CHUNK = 64  # samples below which another thread costs more than it saves (as in the bridge)
+
+
+def _entry_points(lib: ctypes.CDLL) -> tuple[Any, Any]:
+    """The library's batched ``edgeann_predict`` and ``edgeann_predict_codes``, typed."""
+    dptr = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
+    iptr = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+    predict, codes = lib.edgeann_predict, lib.edgeann_predict_codes
+    predict.argtypes = [dptr, dptr, ctypes.c_long, ctypes.c_int]
+    codes.argtypes = [dptr, iptr, ctypes.c_long, ctypes.c_int]
+    return predict, codes
+
+
 class CSim:
     """A compiled C simulation: ``predict`` gives float64 values, ``predict_codes`` the integer codes."""
 
@@ -122,12 +139,13 @@ class CSim:
         self.library = Path(library)
         self.project = project
         self._lib = ctypes.CDLL(str(self.library))
-        dptr = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
-        iptr = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
-        self._predict = self._lib.edgeann_predict
-        self._predict.argtypes = [dptr, dptr, ctypes.c_long, ctypes.c_int]
-        self._predict_codes = self._lib.edgeann_predict_codes
-        self._predict_codes.argtypes = [dptr, iptr, ctypes.c_long, ctypes.c_int]
+        self._predict, self._predict_codes = _entry_points(self._lib)
+        # hls4ml's streaming layers (convolution line buffers, pooling windows, pixel counters) keep their state in
+        # function statics, so one loaded library must not run two samples at once: io_stream projects run each
+        # thread's share of a batch on a private copy of the library instead of the bridge's threads.
+        self._stateful = project.options.io_type == "io_stream"
+        self._instances = [(self._predict, self._predict_codes)]
+        self._instances_lock = threading.Lock()
         self._check()
 
     @property
@@ -157,24 +175,43 @@ class CSim:
             raise ValueError("inputs contain NaN, which has no fixed-point value")
         return np.ascontiguousarray(x.reshape(n, self.input.size)), n
 
-    def _run(self, fn, x, dtype, threads: int | None) -> np.ndarray:
+    def _private_instances(self, k: int) -> list:
+        """``k`` separately loaded copies of the library (the first is the library itself), each with its own statics."""
+        with self._instances_lock:
+            while len(self._instances) < k:
+                with tempfile.TemporaryDirectory(prefix="edgeann-csim-") as tmp:
+                    copy = Path(tmp) / f"{self.library.stem}_{len(self._instances)}.so"
+                    shutil.copyfile(self.library, copy)  # dlopen loads a file once; a copy is a new instance
+                    self._instances.append(_entry_points(ctypes.CDLL(str(copy))))
+            return self._instances[:k]
+
+    def _run(self, entry: int, x, dtype, threads: int | None) -> np.ndarray:
         xb, n = self._batch(x)
         y = np.empty((n, self.output.size), dtype=dtype)
-        if n:
-            rc = fn(xb, y, n, int(threads if threads is not None else os.cpu_count() or 1))
-            if rc != 0:
-                raise RuntimeError(f"C simulation failed (rc={rc})")
+        threads = int(threads if threads is not None else os.cpu_count() or 1)
+        if n and self._stateful and threads > 1 and n > MIN_CHUNK:
+            k = min(threads, -(-n // MIN_CHUNK))
+            bounds = [n * i // k for i in range(k + 1)]
+            runs = [(inst[entry], xb[b:e], y[b:e], e - b) for inst, b, e in zip(self._private_instances(k), bounds, bounds[1:])]
+            with ThreadPoolExecutor(k) as pool:  # ctypes releases the GIL during each call
+                rcs = list(pool.map(lambda r: r[0](r[1], r[2], r[3], 1), runs))
+        elif n:
+            rcs = [(self._predict, self._predict_codes)[entry](xb, y, n, threads)]
+        else:
+            rcs = []
+        if any(rcs):
+            raise RuntimeError(f"C simulation failed (rc={max(rcs, key=abs)})")
         return y.reshape((n, *self.output.shape))
 
     def predict(self, x: Any, threads: int | None = None) -> np.ndarray:
         """Firmware outputs as exact float64 values, shape ``(n, *output.shape)``."""
         if self.output.type.width > 53:
             raise ValueError(f"output type {self.output.type} is wider than a double's mantissa; use predict_codes")
-        return self._run(self._predict, x, np.float64, threads)
+        return self._run(0, x, np.float64, threads)
 
     def predict_codes(self, x: Any, threads: int | None = None) -> np.ndarray:
         """Firmware outputs as integer codes of the output type (value = code * 2**-frac)."""
-        return self._run(self._predict_codes, x, np.int64, threads)
+        return self._run(1, x, np.int64, threads)
 
     def trace(self, x: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Outputs and every hls4ml layer's output ``(n, size)`` as float64, for a project written with ``trace``.

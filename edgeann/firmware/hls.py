@@ -12,6 +12,10 @@ Types (``ir.FixedType.hls``):
   (``graph.infos()``) with ``AP_WRAP``: products and partial sums may wrap, but two's-complement wrapping is
   modular, so the final sum, which is known to fit, is exact;
 * Relu / Quantize (a linear Activation): their ``type`` with ``AP_TRN, AP_SAT`` (``AP_SAT_SYM`` if narrow).
+* Conv1D / Conv2D (channels-last, Keras kernel layout), BatchNormalization, Merge (the residual add): exact
+  like Dense; MaxPooling and Flatten (a Reshape hls4ml does in place) keep their input's type; AveragePooling
+  sums in an ``accum_t`` with log2(window area) more fraction bits, where its division by the area is exact.
+  io_stream limits of hls4ml 1.3 that would compute wrongly (or stop on an assert) are refused up front.
 
 hls4ml's optimizer passes cannot be switched off one by one in 1.3 (``SkipOptimizers`` is parsed but never
 used), so the default flow runs and ``_check_model`` then checks every type of every layer against what the
@@ -176,9 +180,14 @@ class LoweringContext:
 
     infos: Mapping[str, ir.TensorInfo]
     names: Mapping[str, str]
+    results: dict[str, str] = field(default_factory=dict)  # graph tensor -> result type of the layer that wrote it
 
     def inputs(self, node: ir.Node) -> tuple[str, ...]:
         return tuple(self.names[i] for i in node.inputs)
+
+    def result(self, tensor: str) -> str:
+        """The ``ap_fixed`` spelling a graph tensor has in the firmware (for layers that pass their input's type on)."""
+        return self.results[tensor]
 
 
 N = TypeVar("N", bound=ir.Node)
@@ -221,6 +230,97 @@ def _lower_quantize(node: ir.Quantize, ctx: LoweringContext) -> list[HlsLayer]:
     return [HlsLayer("Activation", ctx.names[node.name], ctx.inputs(node), {"result": result}, {"activation": "linear"})]
 
 
+# -- CNN layers: hls4ml's channels-last Conv1D/Conv2D, pooling, BatchNormalization, Merge and Reshape layers
+
+
+def _spatial(names: tuple[str, ...], values) -> dict[str, int]:
+    """hls4ml's per-axis attribute names for a 1-D (width) or 2-D (height, width) layer."""
+    return {name: int(v) for name, v in zip(names[-len(values):], values)}
+
+
+@lowering(ir.Conv)
+def _lower_conv(node: ir.Conv, ctx: LoweringContext) -> list[HlsLayer]:
+    x, y = ctx.infos[node.inputs[0]], ctx.infos[node.name]
+    exact = wrap(y.type)
+    d = len(node.kernel)
+    # (*kernel, c_in, c_out) is the Keras kernel layout hls4ml's channels-last convolutions read
+    weight = node.weight.astype(np.int64).astype(np.float64) * node.weight_type.scale
+    bias = node.bias.astype(np.int64).astype(np.float64) * node.bias_type.scale
+    attrs = {
+        "data_format": "channels_last",
+        "n_chan": x.shape[-1],
+        "n_filt": node.n_out,
+        "dilation": 1,
+        **_spatial(("in_height", "in_width"), x.shape[:-1]),
+        **_spatial(("out_height", "out_width"), y.shape[:-1]),
+        **_spatial(("filt_height", "filt_width"), node.kernel),
+        **_spatial(("stride_height", "stride_width"), node.stride),
+        **_spatial(("pad_top", "pad_left"), node.pads[::2]),
+        **_spatial(("pad_bottom", "pad_right"), node.pads[1::2]),
+        "weight_data": weight,
+        "bias_data": bias,
+    }
+    precision = {"weight": wrap(node.weight_type), "bias": wrap(node.bias_type), "accum": exact, "result": exact}
+    return [HlsLayer(f"Conv{d}D", ctx.names[node.name], ctx.inputs(node), precision, attrs)]
+
+
+def _pool_attrs(node: ir.MaxPool | ir.AvgPool, x: ir.TensorInfo, y: ir.TensorInfo) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"data_format": "channels_last", "n_filt": x.shape[-1], "count_pad": False}
+    if len(node.pool) == 1:
+        attrs.update(n_in=x.shape[0], n_out=y.shape[0], pad_left=0, pad_right=0)
+    else:
+        attrs.update(_spatial(("in_height", "in_width"), x.shape[:-1]), **_spatial(("out_height", "out_width"), y.shape[:-1]),
+                     pad_top=0, pad_bottom=0, pad_left=0, pad_right=0)
+    attrs.update(_spatial(("pool_height", "pool_width"), node.pool), **_spatial(("stride_height", "stride_width"), node.stride))
+    return attrs
+
+
+@lowering(ir.MaxPool)
+def _lower_max_pool(node: ir.MaxPool, ctx: LoweringContext) -> list[HlsLayer]:
+    x, y = ctx.infos[node.inputs[0]], ctx.infos[node.name]
+    same = ctx.result(node.inputs[0])  # the largest value of each window, in the input's own type
+    return [HlsLayer(f"MaxPooling{len(node.pool)}D", ctx.names[node.name], ctx.inputs(node),
+                     {"accum": same, "result": same}, _pool_attrs(node, x, y))]
+
+
+@lowering(ir.AvgPool)
+def _lower_avg_pool(node: ir.AvgPool, ctx: LoweringContext) -> list[HlsLayer]:
+    # hls4ml sums in accum_t and divides the sum by the window area in accum_t; with log2(area) more fraction bits
+    # than the input (and room for the sum) that division is exact, and so is the mean in the result type.
+    x, y = ctx.infos[node.inputs[0]], ctx.infos[node.name]
+    k = node.area
+    accum = ir.FixedType.covering(min(x.lo, 0) * k * k, max(x.hi, 0) * k * k, y.type.frac)
+    return [HlsLayer(f"AveragePooling{len(node.pool)}D", ctx.names[node.name], ctx.inputs(node),
+                     {"accum": wrap(accum), "result": wrap(y.type)}, _pool_attrs(node, x, y))]
+
+
+@lowering(ir.Flatten)
+def _lower_flatten(node: ir.Flatten, ctx: LoweringContext) -> list[HlsLayer]:
+    # hls4ml makes a flatten in place (no copy, io_parallel and io_stream alike): the input's own type
+    return [HlsLayer("Reshape", ctx.names[node.name], ctx.inputs(node), {"result": ctx.result(node.inputs[0])},
+                     {"target_shape": [ctx.infos[node.name].shape[0]]})]
+
+
+@lowering(ir.Add)
+def _lower_add(node: ir.Add, ctx: LoweringContext) -> list[HlsLayer]:
+    # ap_fixed's + is exact (its result type is wide enough); the exact sum type holds it
+    return [HlsLayer("Merge", ctx.names[node.name], ctx.inputs(node), {"result": wrap(ctx.infos[node.name].type)},
+                     {"op": "add"})]
+
+
+@lowering(ir.BatchNorm)
+def _lower_batchnorm(node: ir.BatchNorm, ctx: LoweringContext) -> list[HlsLayer]:
+    x = ctx.infos[node.inputs[0]]
+    attrs = {
+        "n_in": int(np.prod(x.shape)),
+        "n_filt": x.shape[-1],  # channels-last: the scale of value i is scale[i % n_filt]
+        "scale_data": node.scale.astype(np.int64).astype(np.float64) * node.scale_type.scale,
+        "bias_data": node.bias.astype(np.int64).astype(np.float64) * node.bias_type.scale,
+    }
+    precision = {"scale": wrap(node.scale_type), "bias": wrap(node.bias_type), "result": wrap(ctx.infos[node.name].type)}
+    return [HlsLayer("BatchNormalization", ctx.names[node.name], ctx.inputs(node), precision, attrs)]
+
+
 # --------------------------------------------------------------------------------------------
 # Building the hls4ml model
 
@@ -229,8 +329,9 @@ def hls_layer_names(graph: ir.Graph, project_name: str) -> dict[str, str]:
     """Graph node name -> hls4ml layer name: the node name where it is a safe C identifier, else a sanitized one.
 
     Unsafe are: C++ keywords, ``input`` (reserved by hls4ml), the top function's name, names hls4ml gives its
-    own globals (``w2``, ``b2``, ``layer2_out``, ``config2``, ...) or that look like its type names (``*_t``),
-    and names equal ignoring case (hls4ml looks its per-layer configuration up in lower case).
+    own globals (``w2``, ``b2``, ``layer2_out``, ``config2``, the recurrent layers' ``wr2``, ``tr2``,
+    ``config2_ih``, ...) or that look like its type names (``*_t``), and names equal ignoring case (hls4ml looks
+    its per-layer configuration up in lower case).
     """
     taken: set[str] = set()
     names: dict[str, str] = {}
@@ -239,7 +340,7 @@ def hls_layer_names(graph: ir.Graph, project_name: str) -> dict[str, str]:
         hazard = (
             not is_safe_identifier(base)
             or base.lower() in ("input", project_name.lower())
-            or re.fullmatch(r"(w|b|s|layer|config|\w+_config)\d+(_out)?", base.lower())
+            or re.fullmatch(r"(w|b|s|wr|br|t[a-z]|layer|config|\w+_config)\d+(_out|_ih|_hh)?", base.lower())
             or base.lower().endswith("_t")
         )
         name = base if not hazard else f"n_{base}".strip("_")
@@ -266,7 +367,10 @@ def lower_graph(graph: ir.Graph, project_name: str) -> tuple[list[HlsLayer], dic
         lower = LOWERINGS.get(type(node))
         if lower is None:
             raise EdgeannError(f"no firmware lowering for {type(node).__name__} node {node.name!r}")
-        layers.extend(lower(node, ctx))
+        lowered = lower(node, ctx)
+        if lowered and "result" in lowered[-1].precision:
+            ctx.results[node.name] = lowered[-1].precision["result"]
+        layers.extend(lowered)
     return layers, names
 
 
@@ -310,6 +414,8 @@ def build_model(graph: ir.Graph, options: HlsOptions, outdir: Path, *, trace: bo
     from hls4ml.model.graph import ModelGraph
 
     layers, names = lower_graph(graph, options.project_name)
+    if options.io_type == "io_stream":
+        _check_stream_limits(layers)
     config = hls_config(layers, options, outdir, trace)
     log = io.StringIO()
     layer_list = [layer.layer_dict() for layer in layers]
@@ -318,6 +424,21 @@ def build_model(graph: ir.Graph, options: HlsOptions, outdir: Path, *, trace: bo
     model.edgeann_log = log.getvalue()
     _check_model(model, layers, options)
     return model, layers, names
+
+
+def _check_stream_limits(layers: list[HlsLayer]) -> None:
+    """Refuse layers hls4ml 1.3's io_stream implementation computes wrongly or asserts against (in C simulation
+    an assert would end the process)."""
+    for layer in layers:
+        a = layer.attributes
+        if layer.class_name == "Conv2D" and a["filt_height"] == 1 and a["stride_height"] > 1:
+            reason = "a kernel one row high with a row stride above 1 (its line buffer ignores that stride)"
+        elif "Pooling" in layer.class_name and any(a[f"stride_{axis}"] != a[f"pool_{axis}"]
+                                                   for axis in ("height", "width") if f"pool_{axis}" in a):
+            reason = "pooling whose stride differs from its window"
+        else:
+            continue
+        raise EdgeannError(f"layer {layer.name}: io_stream firmware does not support {reason}; use io_parallel")
 
 
 def _check_model(model, layers: list[HlsLayer], options: HlsOptions) -> None:
@@ -332,6 +453,9 @@ def _check_model(model, layers: list[HlsLayer], options: HlsOptions) -> None:
             # hls4ml's eliminate_linear_activation drops a linear Activation whose input already has its type.
             if layer.attributes.get("activation") == "linear" and result[layer.inputs[0]] == result[layer.name]:
                 continue
+            # ... and a flatten at the very end (io_parallel arrays are flat anyway; it has its input's type)
+            if layer.class_name == "Reshape" and layer is layers[-1] and result[layer.inputs[0]] == result[layer.name]:
+                continue
             raise RuntimeError(f"hls4ml removed layer {layer.name} ({layer.class_name}); the firmware would differ")
         for var, expected in layer.precision.items():
             want = backend.convert_precision_string(expected)
@@ -341,15 +465,17 @@ def _check_model(model, layers: list[HlsLayer], options: HlsOptions) -> None:
                 got = hl.get_attr(f"{var}_t").precision
             if got != want:
                 raise RuntimeError(f"hls4ml changed {layer.name}.{var} from {expected} to {got}")
-        if layer.class_name == "Dense":
+        multiplied = {"Dense": "weight", "Conv1D": "weight", "Conv2D": "weight", "BatchNormalization": "scale"}
+        if layer.class_name in multiplied:
             # hls4ml picks special products from the types, e.g. 'weight_ternary' for ap_int<2> weights,
             # which computes -2 * x as +x; our weights are ap_fixed, which always gets the plain multiply.
-            w_type = hl.get_weights("weight").type.precision
+            w_type = hl.get_weights(multiplied[layer.class_name]).type.precision
             product = get_backend("vivado").product_type(hl.get_input_variable().type.precision, w_type)
             if product != "mult":
                 raise RuntimeError(f"hls4ml chose the {product} product for {layer.name}; only the plain multiply is exact")
+        if layer.class_name in ("Dense", "Conv1D", "Conv2D"):
             # With the Resource strategy hls4ml silently moves an invalid reuse factor to the closest valid one.
-            n_in, n_out = hl.get_attr("n_in"), hl.get_attr("n_out")
+            n_in, n_out = backend.get_layer_mult_size(hl)
             if hl.get_attr("reuse_factor") != options.reuse_factor:
                 valid = ",".join(map(str, backend.get_valid_reuse_factors(n_in, n_out)))
                 raise EdgeannError(

@@ -42,9 +42,11 @@ class EdgeModel(nn.Module):
         return self.layers(x)
 
     def prunable(self) -> dict[str, nn.Module]:
-        """Layers whose weight matrices are pruned and counted, by name (e.g. ``fc1``)."""
+        """Layers whose weight matrices (or convolution kernels) are pruned and counted, by name (e.g. ``fc1``).
+
+        Layers inside a block (a residual connection) go by their own name, which is unique in the network."""
         return {
-            name: m
+            name.rpartition(".")[2]: m
             for name, m in self.layers.named_modules()
             if name and isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() >= 2
         }
@@ -52,7 +54,7 @@ class EdgeModel(nn.Module):
 
 def create_model(cfg, input_shape: tuple[int, ...], n_classes: int, quant: QuantConfig | None) -> EdgeModel:
     """Build the family ``cfg.family``; ``quant=None`` gives the float twin of the same network."""
-    from edgeann.models import mlp  # noqa: F401  (registers the families)
+    from edgeann.models import cnn, mlp, recurrent  # noqa: F401  (registers the families)
 
     factory = QuantLayers(quant) if quant is not None else FloatLayers()
     layers = _REGISTRY[cfg.family](cfg, factory, tuple(input_shape), n_classes)

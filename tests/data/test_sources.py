@@ -76,7 +76,7 @@ def test_jets_source_generates_once_and_serves_every_representation(tmp_path):
     assert ds.x.shape == (30, 16) and ds.feature_names[0] == "j_zlogz" and ds.classes == ["g", "q", "w", "z", "t"]
     assert np.bincount(ds.y).tolist() == [6] * 5
     stamp = (tmp_path / "j.h5").stat().st_mtime_ns
-    for rep, shape in [("images", (30, 16, 16)), ("sequences", (30, 20, 5))]:
+    for rep, shape in [("images", (30, 16, 16, 1)), ("sequences", (30, 20, 5))]:  # images channels-last
         assert load_dataset(cfg.model_copy(update={"representation": rep}), 0).x.shape == shape
     assert (tmp_path / "j.h5").stat().st_mtime_ns == stamp  # cached, not generated again
 

@@ -3,12 +3,17 @@
 import pytest
 import torch
 
-from edgeann.config import MLPConfig, QuantConfig
+from edgeann.config import CNNConfig, GRUConfig, LSTMConfig, MLPConfig, QuantConfig
 from edgeann.errors import EdgeannError
 from edgeann.lower import lower
 from edgeann.models import EdgeModel, create_model, list_models
 
-CONFIGS = {"mlp": (MLPConfig(family="mlp", hidden=[8]), (16,))}
+CONFIGS = {"mlp": (MLPConfig(family="mlp", hidden=[8]), (16,)), "gru": (GRUConfig(family="gru", hidden=[4]), (5, 3)),
+           "lstm": (LSTMConfig(family="lstm", hidden=[4]), (5, 3))}
+CONFIGS["cnn"] = (
+    CNNConfig(family="cnn", layers=[{"type": "conv", "filters": 2}, {"type": "relu"}, {"type": "flatten"}]),
+    (5, 4, 1),
+)
 
 
 def test_registry_lists_the_families():
