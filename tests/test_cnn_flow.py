@@ -45,6 +45,9 @@ def test_firmware_is_bit_exact_and_reported(tmp_path, cnn_run):
     assert result["exact"] and result["exact_fraction"] == 1.0 and result["mismatches"] == 0
     assert result["n_samples"] >= 2000 and result["inputs"]["data"] == N_PER_CLASS
     assert json.loads((project / "verification.json").read_text())["firmware_sha256"] == result["firmware_sha256"]
+    twin = result["distance_to_float_twin"]  # what fixed point costs, against float convolutions with the same weights
+    assert twin["available"] and twin["n_samples"] == N_PER_CLASS
+    assert 0 < twin["mean_abs_diff"] <= twin["max_abs_diff"] and 0 <= twin["accuracy_float"] <= 1
     report = json.loads((project / "report.json").read_text())
     assert report["options"]["io_type"] == "io_stream"
     rows = {r["layer"]: r for r in report["layers"]}
