@@ -37,6 +37,7 @@ from edgeann import ir
 from edgeann.config import GRUConfig, LSTMConfig
 from edgeann.errors import EdgeannError
 from edgeann.models import register_model
+from edgeann.models.mlp import dense_head
 
 
 class _TableSTE(torch.autograd.Function):
@@ -281,11 +282,5 @@ def build_recurrent(cfg: GRUConfig | LSTMConfig, layers, input_shape: tuple[int,
         mods[name] = layers.recurrent(cfg.family, name, width, hidden, gate_bits=cfg.gate_bits, table_bits=cfg.table_bits,
                                       return_sequences=i < len(cfg.hidden))
         width = hidden
-    for i, units in enumerate(cfg.dense, start=1):
-        mods[f"fc{i}"] = layers.linear(f"fc{i}", width, units)
-        mods[f"relu{i}"] = layers.relu(f"fc{i}")
-        width = units
-    last = f"fc{len(cfg.dense) + 1}"
-    mods[last] = layers.linear(last, width, n_classes)
-    mods["output"] = layers.output()
+    mods.update(dense_head(layers, width, cfg.dense, n_classes))
     return nn.Sequential(mods)
