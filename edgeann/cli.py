@@ -15,7 +15,17 @@ import click
 from edgeann.errors import EdgeannError
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgeann")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(_version(), "--version", "-V", prog_name="edgeann", message="%(prog)s %(version)s")
 def app():
     """From PyTorch quantization-aware training to bit-exact FPGA trigger firmware."""
 
@@ -33,11 +43,12 @@ def train(flow, epochs, device, out, overrides, force, resume, quiet):
     """Quantization-aware training with pruning of FLOW (a YAML file or a name in flows/;
     default jet_mlp). Writes metrics, plots, checkpoints, model.onnx and model.qonnx.onnx."""
     from edgeann.config import load_flow
-    from edgeann.pipeline import train_run
 
     if force and resume:
         raise EdgeannError("--force and --resume exclude each other")
-    cfg = load_flow(flow, list(overrides), epochs=epochs, device=device)
+    cfg = load_flow(flow, list(overrides), epochs=epochs, device=device)  # before the heavy imports: typos in a second
+    from edgeann.pipeline import train_run
+
     run_dir = train_run(cfg, out, force=force, resume=resume, progress=not quiet)
     _train_summary(run_dir)
 
@@ -58,7 +69,8 @@ def _train_summary(run_dir: Path) -> None:
 
 def _fpga_options(f):
     f = click.option("--backend", type=click.Choice(["Vitis", "Vivado"], case_sensitive=False), help="HLS back end.")(f)
-    f = click.option("--io-type", type=click.Choice(["io_parallel", "io_stream"]), help="hls4ml io type.")(f)
+    f = click.option("--io-type", type=click.Choice(["io_parallel", "io_stream"], case_sensitive=False),
+                     help="hls4ml io type.")(f)
     f = click.option("--strategy", type=click.Choice(["Latency", "Resource"], case_sensitive=False), help="hls4ml strategy.")(f)
     f = click.option("--reuse-factor", type=click.IntRange(min=1), help="Multiplications per multiplier.")(f)
     f = click.option("--clock-period", type=click.FloatRange(min=0, min_open=True), help="Clock period in ns.")(f)
@@ -67,7 +79,7 @@ def _fpga_options(f):
 
 
 def _overrides(**kw) -> dict:
-    return {k: (v.capitalize() if k == "backend" else v) for k, v in kw.items() if v is not None}
+    return {k: v for k, v in kw.items() if v is not None}  # click.Choice already gives the canonical spelling
 
 
 @app.command()
@@ -91,7 +103,17 @@ def export(source, fpga, out, force, precision, synth, allow_mismatch, backend, 
         source, out, _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
                                 clock_period=clock_period, part=part),
         force=force, precision=precision, synth=synth, echo=click.echo)
-    _verification_outcome(project, result, allow_mismatch)
+    _export_outcome(project, result, allow_mismatch)
+
+
+def _export_outcome(project: Path, result: dict, allow_mismatch: bool) -> None:
+    """The end of an export: the summary table a trigger review asks for, then the exit status."""
+    from edgeann.summary import summary_rows, text_table
+
+    click.echo(f"{project}: {result['summary']}")
+    click.echo(text_table(summary_rows(project)))
+    if not result["exact"] and not allow_mismatch:
+        raise click.exceptions.Exit(1)
 
 
 def _verification_outcome(project: Path, result: dict, allow_mismatch: bool) -> None:
@@ -122,23 +144,34 @@ def verify(project, inputs, allow_mismatch):
 @click.option("--epochs", type=click.IntRange(min=1), help="Override training.epochs.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N (overrides training.device).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<flow name>).")
-@click.option("--project", type=click.Path(path_type=Path), help="Firmware project (default hls_projects/<flow name>).")
+@click.option("--project", type=click.Path(path_type=Path), help="Firmware project (default hls_projects/<run folder name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override any flow key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory and project.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, then build firmware.")
+@click.option("--synth", is_flag=True, help="Also run C synthesis when Vitis/Vivado HLS is on PATH.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def run(flow, epochs, device, out, project, overrides, force, quiet):
+@_fpga_options
+def run(flow, epochs, device, out, project, overrides, force, resume, synth, quiet, backend, io_type, strategy,
+        reuse_factor, clock_period, part):
     """The whole line on FLOW (default jet_mlp): train -> export -> firmware -> C simulation -> verify -> report."""
     from edgeann.config import load_flow
-    from edgeann.pipeline import default_run_dir, export_firmware, train_run
 
+    if force and resume:
+        raise EdgeannError("--force and --resume exclude each other")
     cfg = load_flow(flow, list(overrides), epochs=epochs, device=device)
-    target = Path(project) if project else Path("hls_projects") / cfg.name
-    if target.exists() and any(target.iterdir()) and not force:
-        raise EdgeannError(f"output directory {target} already exists; use --force to replace it")
-    run_dir = train_run(cfg, out or default_run_dir(cfg), force=force, progress=not quiet)
+    from edgeann.pipeline import default_project_dir, default_run_dir, export_firmware, train_run
+
+    run_dir = Path(out) if out else default_run_dir(cfg)
+    target = Path(project) if project else default_project_dir(run_dir)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
+        raise EdgeannError(f"output directory {target} already exists; use --force to replace it or --project to "
+                           "choose another")
+    fpga = _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
+                      clock_period=clock_period, part=part)
+    run_dir = train_run(cfg, run_dir, force=force, resume=resume, progress=not quiet)
     _train_summary(run_dir)
-    proj, result = export_firmware(run_dir, target, force=force, echo=click.echo)
-    _verification_outcome(proj, result, False)
+    proj, result = export_firmware(run_dir, target, fpga, force=force, synth=synth, echo=click.echo)
+    _export_outcome(proj, result, False)
 
 
 @app.group()
@@ -182,6 +215,16 @@ def list_flows():
 
     for p in sorted(FLOWS_DIR.glob("*.yaml")):
         click.echo(p.stem)
+
+
+@app.command("keys")
+@click.argument("section", required=False)
+def flow_keys(section):
+    """The reference of every flow key (type, default, range, meaning), generated from the flow schema;
+    SECTION (e.g. pruning, model.cnn, data.jets) narrows it. The same text is docs/flow_keys.md."""
+    from edgeann.flow_reference import reference_markdown
+
+    click.echo(reference_markdown(section), nl=False)
 
 
 def main(argv: list[str] | None = None) -> int:

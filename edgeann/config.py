@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
@@ -27,7 +28,73 @@ BIAS_BITS = (4, 32)  # biases are stored as int32
 
 
 class Section(BaseModel):
+    """A flow section: unknown keys are errors, values are frozen once validated.
+
+    Two spellings the command line invites are accepted and stored canonically: choices in any case
+    (``--set fpga.strategy=resource`` like ``--strategy resource``) and lists without brackets
+    (``--set model.hidden=64,32``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_spelling(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fixed = dict(data)
+        for name, field in cls.model_fields.items():
+            if name in fixed:
+                fixed[name] = _canonical_value(field.annotation, fixed[name])
+        return fixed
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+
+
+def _literal_choices(annotation: Any) -> list[str]:
+    """The string choices a field accepts (its ``Literal`` values, also inside a union)."""
+    annotation = _strip_annotated(annotation)
+    if get_origin(annotation) is Literal:
+        return [a for a in get_args(annotation) if isinstance(a, str)]
+    if _is_union(annotation):
+        return [c for arg in get_args(annotation) for c in _literal_choices(arg)]
+    return []
+
+
+def _canonical_value(annotation: Any, value: Any) -> Any:
+    annotation = _strip_annotated(annotation)
+    if isinstance(value, str):
+        by_lower = {c.lower(): c for c in _literal_choices(annotation)}
+        if value.lower() in by_lower and value not in by_lower.values():
+            return by_lower[value.lower()]
+        if "," in value and not by_lower and _accepts_list(annotation):
+            try:
+                return yaml.safe_load(f"[{value}]")
+            except yaml.YAMLError:
+                return value
+        return value
+    tags = _union_members(annotation)
+    if isinstance(value, dict) and tags:  # a tagged section: the tag decides the class before the class sees it
+        by_lower = {t.lower(): t for t in tags}
+        for key in ("source", "family", "type"):
+            tag = value.get(key)
+            if isinstance(tag, str) and tag.lower() in by_lower:
+                return {**value, key: by_lower[tag.lower()]}
+    if isinstance(value, list) and get_origin(annotation) is list:
+        return [_canonical_value(get_args(annotation)[0], v) for v in value]
+    return value
+
+
+def _accepts_list(annotation: Any) -> bool:
+    annotation = _strip_annotated(annotation)
+    if get_origin(annotation) is list:
+        return True
+    return _is_union(annotation) and any(_accepts_list(a) for a in get_args(annotation))
+
+
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType)
 
 
 def _bits(lo_hi: tuple[int, int], default: int, what: str):
@@ -41,9 +108,9 @@ def _bits(lo_hi: tuple[int, int], default: int, what: str):
 class Split(Section):
     """Fractions of the samples for training, validation (early stopping) and the final test."""
 
-    train: float = Field(0.6, gt=0, lt=1)
-    val: float = Field(0.2, gt=0, lt=1)
-    test: float = Field(0.2, gt=0, lt=1)
+    train: float = Field(0.6, gt=0, lt=1, description="fraction for training")
+    val: float = Field(0.2, gt=0, lt=1, description="fraction for validation (best epoch, early stopping)")
+    test: float = Field(0.2, gt=0, lt=1, description="fraction for the final test (metrics, verification vectors)")
 
     @model_validator(mode="after")
     def _sums_to_one(self):
@@ -62,9 +129,9 @@ class SyntheticData(DataBase):
     """A small deterministic 16-feature, 5-class problem for tests and quick checks."""
 
     source: Literal["synthetic"]
-    n_samples: int = Field(20000, ge=100)
-    n_features: int = Field(16, ge=2, le=256)
-    n_classes: int = Field(5, ge=2, le=32)
+    n_samples: int = Field(20000, ge=100, description="samples generated")
+    n_features: int = Field(16, ge=2, le=256, description="features per sample (per step for sequences)")
+    n_classes: int = Field(5, ge=2, le=32, description="classes")
     sequence_length: int | None = Field(None, ge=1, le=256, description="sequences of this many steps of n_features "
                                         "(for the gru family) instead of flat vectors")
 
@@ -83,8 +150,8 @@ class OpenMLData(DataBase):
     """The hls4ml jet data set from OpenML (needs internet the first time; cached afterwards)."""
 
     source: Literal["openml"]
-    name: str = "hls4ml_lhc_jets_hlf"
-    cache_dir: Path = Path("~/.cache/edgeann/openml")
+    name: str = Field("hls4ml_lhc_jets_hlf", description="OpenML data set name")
+    cache_dir: Path = Field(Path("~/.cache/edgeann/openml"), description="download cache")
 
 
 class JetsData(DataBase):
@@ -96,13 +163,15 @@ class JetsData(DataBase):
     """
 
     source: Literal["jets"]
-    representation: Literal["features", "images", "sequences"] = "features"
-    n_per_class: int = Field(5000, ge=1, le=10_000_000)
+    representation: Literal["features", "images", "sequences"] = Field(
+        "features", description="what the model sees: 16 high-level features, jet images (H, W, 1), constituent sequences")
+    n_per_class: int = Field(5000, ge=1, le=10_000_000, description="jets generated per class (g, q, W, Z, top)")
     generator_seed: int = Field(1, ge=0, description="Pythia seed of the generated file")
     workers: int = Field(2, ge=1, le=256, description="processes generating jets")
-    image_size: int = Field(16, ge=4, le=128)
-    n_constituents: int = Field(20, ge=1, le=200)
-    path: Path | None = Field(None, description="cache file (default $EDGEANN_CACHE/jets/<settings>.h5)")
+    image_size: int = Field(16, ge=4, le=128, description="jet image pixels per side")
+    n_constituents: int = Field(20, ge=1, le=200, description="constituents per sequence (hardest first)")
+    path: Path | None = Field(None, description="an existing jet file from `edgeann data generate jets`; unset: the "
+                                                "cache file $EDGEANN_CACHE/jets/<settings>.h5, generated on first use")
 
     def file(self) -> Path:
         """The cache file: one per generator setting, shared by every flow and run on the machine."""
@@ -123,7 +192,8 @@ class MLPConfig(Section):
     """Fully connected network: input -> hidden layers with ReLU -> one output per class."""
 
     family: Literal["mlp"]
-    hidden: list[Annotated[int, Field(gt=0, le=4096)]] = Field(default_factory=lambda: [64, 32, 32], min_length=0)
+    hidden: list[Annotated[int, Field(gt=0, le=4096)]] = Field(default_factory=lambda: [64, 32, 32], min_length=0,
+                                                               description="hidden layer widths (fc1, fc2, ...)")
 
 
 # CNN: a list of layers, each a small typed section told apart by its ``type``
@@ -142,9 +212,9 @@ class ConvLayer(Section):
     as the input, stride 1; an odd total is padded one more at the end) or a number of zeros on both sides."""
 
     type: Literal["conv"]
-    filters: int = Field(gt=0, le=1024)
-    kernel: Size = 3
-    stride: Size = 1
+    filters: int = Field(gt=0, le=1024, description="output channels")
+    kernel: Size = Field(3, description="kernel size: one for every axis or one per axis")
+    stride: Size = Field(1, description="stride: one for every axis or one per axis")
     padding: Union[Literal["valid", "same"], Annotated[int, Field(ge=0, le=32)], list[Annotated[int, Field(ge=0, le=32)]]] = "valid"
 
     @model_validator(mode="after")
@@ -159,8 +229,8 @@ class PoolLayer(Section):
     Average pooling needs a window area that is a power of two, so the mean is exact."""
 
     type: Literal["max_pool", "avg_pool"]
-    size: Size = 2
-    stride: Size | None = None
+    size: Size = Field(2, description="window size: one for every axis or one per axis")
+    stride: Size | None = Field(None, description="window stride (default: size)")
 
     @model_validator(mode="after")
     def _exact_mean(self):
@@ -187,15 +257,15 @@ class FlattenLayer(Section):
 
 class DenseLayer(Section):
     type: Literal["dense"]
-    units: int = Field(gt=0, le=4096)
+    units: int = Field(gt=0, le=4096, description="outputs")
 
 
 class ResidualLayer(Section):
     """``activation(x + layers(x))``: a skip connection; the layers must keep the shape of their input."""
 
     type: Literal["residual"]
-    layers: list["CNNLayer"] = Field(min_length=1)
-    activation: Literal["relu", "none"] = "relu"
+    layers: list["CNNLayer"] = Field(min_length=1, description="layers that keep the shape of their input")
+    activation: Literal["relu", "none"] = Field("relu", description="after the sum")
 
 
 CNNLayer = Annotated[
@@ -210,7 +280,7 @@ class CNNConfig(Section):
     (length, channels) for 1-D: ``layers`` in order, then a dense layer with one output per class."""
 
     family: Literal["cnn"]
-    layers: list[CNNLayer] = Field(min_length=1)
+    layers: list[CNNLayer] = Field(min_length=1, description="the layers in order (conv1, bn1, relu1, pool1, fc1, ...)")
 
 
 class RecurrentConfig(Section):
@@ -221,7 +291,7 @@ class RecurrentConfig(Section):
     the activation tables (see :mod:`edgeann.models.recurrent`)."""
 
     hidden: list[Annotated[int, Field(gt=0, le=256)]] = Field(default_factory=lambda: [16], min_length=1, max_length=4)
-    dense: list[Annotated[int, Field(gt=0, le=4096)]] = Field(default_factory=list)
+    dense: list[Annotated[int, Field(gt=0, le=4096)]] = Field(default_factory=list, description="ReLU layer widths after the last state")
     gate_bits: int = Field(8, ge=2, le=12, description="gate pre-activation (and LSTM cell) bits: the index of a "
                                                        "2^bits-entry sigmoid/tanh table")
     table_bits: int = Field(8, ge=2, le=16, description="sigmoid and tanh output bits (ap_ufixed<b,0> and ap_fixed<b,1>)")
@@ -292,12 +362,12 @@ class PruneConfig(Section):
     ``start``/``end`` are fractions of the training epochs, so shorter runs keep the schedule.
     """
 
-    method: Literal["none", "iterative", "polynomial"] = "none"
-    target_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
-    step: float = Field(0.1, gt=0.0, lt=1.0)
-    start: float = Field(0.1, ge=0.0, lt=1.0)
-    end: float = Field(0.7, gt=0.0, le=1.0)
-    rewind: Literal["finetune", "lottery"] = "finetune"
+    method: Literal["none", "iterative", "polynomial"] = Field("none", description="pruning schedule")
+    target_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of weights removed at the end")
+    step: float = Field(0.1, gt=0.0, lt=1.0, description="iterative: fraction removed per pruning step")
+    start: float = Field(0.1, ge=0.0, lt=1.0, description="first pruning, as a fraction of the epochs")
+    end: float = Field(0.7, gt=0.0, le=1.0, description="target sparsity reached, as a fraction of the epochs")
+    rewind: Literal["finetune", "lottery"] = Field("finetune", description="iterative: keep training the weights, or rewind them to their initial values")
     update_every: int = Field(20, ge=1, description="optimizer steps between polynomial mask updates")
     exclude: list[str] = Field(default_factory=list, description="layer names never pruned")
 
@@ -315,22 +385,26 @@ class PruneConfig(Section):
 
 
 class EarlyStopping(Section):
+    """Stop after ``patience`` epochs without a lower validation loss, once the target sparsity is reached."""
+
     patience: int = Field(10, ge=1, description="epochs without validation-loss improvement")
-    min_delta: float = Field(0.0, ge=0.0)
+    min_delta: float = Field(0.0, ge=0.0, description="smallest validation-loss decrease that counts as improvement")
 
 
 class TrainConfig(Section):
-    epochs: int = Field(30, ge=1, le=100000)
-    batch_size: int = Field(1024, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(3e-3, gt=0, le=10)
+    """Optimizer, learning-rate schedule and early stopping of quantization-aware training."""
+
+    epochs: int = Field(30, ge=1, le=100000, description="training epochs (--epochs)")
+    batch_size: int = Field(1024, ge=1, description="samples per optimizer step")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer")
+    lr: float = Field(3e-3, gt=0, le=10, description="initial learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    schedule: Literal["constant", "cosine", "step", "plateau"] = "cosine"
+    schedule: Literal["constant", "cosine", "step", "plateau"] = Field("cosine", description="learning-rate schedule over the epochs")
     step_epochs: int = Field(10, ge=1, description="'step' schedule: epochs between decays")
     gamma: float = Field(0.5, gt=0, lt=1, description="'step'/'plateau' schedule: decay factor")
     l1: float = Field(0.0, ge=0, description="L1 penalty on weights")
     l2: float = Field(0.0, ge=0, description="L2 penalty on weights")
-    early_stopping: EarlyStopping | None = EarlyStopping()
+    early_stopping: EarlyStopping | None = Field(EarlyStopping(), description="stop when the validation loss stops improving at the target sparsity; null: never")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
 
     @field_validator("device")
@@ -346,12 +420,14 @@ class TrainConfig(Section):
 
 
 class FpgaConfig(Section):
-    backend: Literal["Vitis", "Vivado"] = "Vitis"
-    io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
-    strategy: Literal["Latency", "Resource"] = "Latency"
-    reuse_factor: int = Field(1, ge=1)
+    """Firmware options (`edgeann export --fpga`, `edgeann run`); the command-line options override them."""
+
+    backend: Literal["Vitis", "Vivado"] = Field("Vitis", description="hls4ml back end (--backend)")
+    io_type: Literal["io_parallel", "io_stream"] = Field("io_parallel", description="io_parallel: all values at once; io_stream: one pixel per cycle (CNNs)")
+    strategy: Literal["Latency", "Resource"] = Field("Latency", description="hls4ml strategy")
+    reuse_factor: int = Field(1, ge=1, description="multiplications per multiplier (1: fully parallel)")
     clock_period: float = Field(5.0, gt=0, description="ns")
-    part: str = "xcvu13p-flga2577-2-e"
+    part: str = Field("xcvu13p-flga2577-2-e", description="FPGA part")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,8 +435,8 @@ class FpgaConfig(Section):
 
 
 class Flow(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the flow's name (default: the file name): runs/<name>")
+    seed: int = Field(0, description="seed of the data split, initialisation and shuffling")
     data: DataConfig
     model: ModelConfig
     quantization: QuantConfig = QuantConfig()
@@ -479,6 +555,8 @@ def _format_error(err: dict, source: str) -> str:
     got = err.get("input")
     got_s = "" if isinstance(got, (dict, list)) or kind.startswith("union_tag") else f" (got {got!r})"
     msg = err["msg"].removeprefix("Value error, ")
+    if kind == "list_type" and not isinstance(got, (dict, list)):
+        got_s += "; write a list as [a, b] or a,b, one item as [a]"
     return f"{source}: {where}: {msg}{got_s}"
 
 

@@ -24,7 +24,7 @@ from edgeann.config import Flow
 from edgeann.errors import EdgeannError
 from edgeann.export import export_model
 from edgeann.metrics import classification, layer_table
-from edgeann.models import create_model
+from edgeann.models import check_layer_names, create_model
 from edgeann.prune import layer_sparsity, total_sparsity
 from edgeann.train import select_device, train
 
@@ -40,6 +40,12 @@ def write_json(path: Path, obj) -> None:
 
 def default_run_dir(flow: Flow) -> Path:
     return Path("runs") / flow.name
+
+
+def default_project_dir(source: Path) -> Path:
+    """hls_projects/<run folder name>, or hls_projects/<file stem> for an ONNX file: one project per run."""
+    source = Path(source)
+    return Path("hls_projects") / (source.stem if source.suffix == ".onnx" else source.resolve().name)
 
 
 def _check_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
@@ -76,7 +82,10 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
         _check_resumable(run_dir, flow)
     select_device(flow.training.device)  # fail on a missing GPU before any work
     splits = data.prepare(flow.data, flow.seed)
-    create_model(flow.model, splits.sample_shape, len(splits.classes), None)  # the family fits the data: stop before writing
+    # the family fits the data and the flow's layer names exist: stop before writing
+    quant = flow.quantization if flow.quantization.enabled else None
+    check_layer_names(create_model(flow.model, splits.sample_shape, len(splits.classes), quant), flow.quantization,
+                      flow.pruning)
 
     if force and not resume and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -202,6 +211,7 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     from edgeann.firmware import write_project
     from edgeann.frontend import from_onnx, load_onnx, parse_precision
     from edgeann.report import build_report, synthesize
+    from edgeann.summary import write_report_md
     from edgeann.verify import verification_inputs, verify
 
     source = Path(source)
@@ -237,7 +247,7 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     except Exception as e:
         raise EdgeannError(f"bad FPGA option: {str(e).splitlines()[-1].strip()}") from None
     options = hls_options(fpga, name)
-    project = Path(out) if out is not None else Path("hls_projects") / name
+    project = Path(out) if out is not None else default_project_dir(source)
     if project.exists() and (not project.is_dir() or any(project.iterdir())):
         if not force:
             raise EdgeannError(f"output directory {project} already exists; use --force to replace it")
@@ -283,6 +293,7 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
         if report["synthesis"]["status"] == "skipped":
             echo(f"synthesis skipped: {report['synthesis']['reason']}")
     write_json(project / "report.json", report)
+    write_report_md(project)
     return project, result
 
 

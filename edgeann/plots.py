@@ -64,3 +64,26 @@ def roc_curves(logits: np.ndarray, y: np.ndarray, classes: list[str], path: Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def layer_costs(layers: list[dict], path: Path, title: str = "") -> Path:
+    """Per layer: weights kept after pruning, multipliers instantiated, and BOPs (log scale): where the LUTs go."""
+    names = [r["layer"] for r in layers]
+    x = np.arange(len(names))
+    fig, (ax, ax_bops) = plt.subplots(1, 2, figsize=(12, 4))
+    ax.bar(x - 0.3, [r["n_weights"] for r in layers], 0.3, label="weights", color="0.75")
+    ax.bar(x, [r["nonzero_weights"] for r in layers], 0.3, label="nonzero weights", color="C0")
+    ax.bar(x + 0.3, [r.get("multipliers", 0) for r in layers], 0.3, label="multipliers", color="C3")
+    ax.set_ylabel("count")
+    ax_bops.bar(x, [max(r["bops"], 1) for r in layers], 0.6, color="C2")
+    ax_bops.set_yscale("log")
+    ax_bops.set_ylabel("BOPs (Hawks et al. 2021)")
+    for a in (ax, ax_bops):
+        a.set_xticks(x, names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
+        a.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.suptitle(title or "cost per layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

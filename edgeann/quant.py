@@ -83,12 +83,18 @@ class QuantLayers(ShapeLayers):
 
     def __init__(self, cfg: QuantConfig):
         self.cfg = cfg
+        self.layer_names: list[str] = []  # every name the model asked bits for: what quantization.layers may name
+
+    def _bits(self, name: str):
+        if name not in self.layer_names:
+            self.layer_names.append(name)
+        return self.cfg.for_layer(name)
 
     def input(self) -> nn.Module:
         return qnn.QuantIdentity(act_quant=FixedPointAct.let(bit_width=self.cfg.input_bits), return_quant_tensor=True)
 
     def linear(self, name: str, n_in: int, n_out: int) -> nn.Module:
-        q = self.cfg.for_layer(name)
+        q = self._bits(name)
         return qnn.QuantLinear(
             n_in,
             n_out,
@@ -100,7 +106,7 @@ class QuantLayers(ShapeLayers):
 
     def relu(self, name: str) -> nn.Module:
         """The ReLU after layer ``name``, quantized with that layer's activation bit width."""
-        bits = self.cfg.for_layer(name).activation_bits
+        bits = self._bits(name).activation_bits
         return qnn.QuantReLU(act_quant=FixedPointUnsignedAct.let(bit_width=bits), return_quant_tensor=True)
 
     def output(self) -> nn.Module:
@@ -108,7 +114,7 @@ class QuantLayers(ShapeLayers):
 
     def conv(self, name: str, dims: int, c_in: int, c_out: int, kernel, stride, padding) -> nn.Module:
         """A 1-D or 2-D convolution (channels-first inside the model); ``padding`` as PyTorch takes it."""
-        q = self.cfg.for_layer(name)
+        q = self._bits(name)
         return (qnn.QuantConv1d, qnn.QuantConv2d)[dims - 1](
             c_in,
             c_out,
@@ -123,7 +129,7 @@ class QuantLayers(ShapeLayers):
 
     def batchnorm(self, name: str, dims: int, channels: int) -> nn.Module:
         """Batch normalization kept as a fixed-point ``x * s + t`` (s with the weight bits, t with the bias bits)."""
-        q = self.cfg.for_layer(name)
+        q = self._bits(name)
         return QuantBatchNorm(channels, q.weight_bits, q.bias_bits)
 
     def recurrent(self, cell: str, name: str, n_in: int, hidden: int, *, gate_bits: int, table_bits: int,
@@ -133,7 +139,7 @@ class QuantLayers(ShapeLayers):
         ``gate_bits``, tables ``table_bits`` wide."""
         from edgeann.models.recurrent import QuantGRU, QuantLSTM
 
-        q = self.cfg.for_layer(name)
+        q = self._bits(name)
         kw = {"cell_quant": FixedPointAct.let(bit_width=gate_bits)} if cell == "lstm" else {}
         return {"gru": QuantGRU, "lstm": QuantLSTM}[cell](
             name, n_in, hidden, weight_quant=FixedPointWeight.let(bit_width=q.weight_bits),
@@ -143,7 +149,7 @@ class QuantLayers(ShapeLayers):
 
     def requantize(self, name: str, signed: bool = True) -> nn.Module:
         """A truncating, saturating quantizer with layer ``name``'s activation bit width (after an exact sum)."""
-        bits = self.cfg.for_layer(name).activation_bits
+        bits = self._bits(name).activation_bits
         act = FixedPointAct if signed else FixedPointUnsignedAct
         return qnn.QuantIdentity(act_quant=act.let(bit_width=bits), return_quant_tensor=True)
 

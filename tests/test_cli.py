@@ -107,3 +107,50 @@ def test_usage_errors_are_one_line(capsys):
     assert_one_line_error(*run_cli(capsys, "train", "--epochs", "zero"), "--epochs")
     assert_one_line_error(*run_cli(capsys, "no-such-command"), "No such command")
     assert_one_line_error(*run_cli(capsys, "train", "--set", "novalue"), "expected key.path=value")
+
+
+def test_flow_typo_is_reported_before_the_heavy_imports(make_flow, tiny_flow_tree, tmp_path):
+    """A typo must come back in about a second: the flow is validated before torch or Brevitas are imported."""
+    tiny_flow_tree["data"]["bogus"] = 1
+    flow = make_flow(tiny_flow_tree)
+    code = ("import sys; from edgeann.cli import main; rc = main(['train', sys.argv[1], '--out', sys.argv[2]]); "
+            "print(rc, sorted(m for m in ('torch', 'brevitas', 'onnxruntime', 'hls4ml') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(flow), str(tmp_path / "r")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.split() == ["2", "[]"], proc.stdout + proc.stderr
+    assert "unknown key data.bogus" in proc.stderr
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ("quantization.layers.fc9.weight_bits=8", ["quantization.layers: no layer named fc9", "fc1, fc2, fc3"]),
+    ("pruning.exclude=[fc9]", ["pruning.exclude: no layer named fc9", "fc1, fc2, fc3"]),
+])
+def test_unknown_layer_names_are_refused_before_anything_is_written(capsys, tiny_flow, tmp_path, override, fragments):
+    code, err = run_cli(capsys, "train", str(tiny_flow), "--set", override, "--out", str(tmp_path / "r"), "-q")
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+def test_known_layer_names_are_accepted(tiny_flow):
+    from edgeann.config import load_flow
+    from edgeann.models import check_layer_names, create_model
+
+    flow = load_flow(tiny_flow, ["quantization.layers.fc2.weight_bits=3", "pruning.exclude=fc1,fc3"])
+    model = create_model(flow.model, (16,), 5, flow.quantization)
+    check_layer_names(model, flow.quantization, flow.pruning)
+    assert flow.pruning.exclude == ["fc1", "fc3"] and model.quant_layer_names == ["fc1", "fc2", "fc3"]
+    assert model.layers.fc2.quant_weight().bit_width.item() == 3
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"edgeann {version('edgeann')}"
+
+
+def test_flow_key_reference_command(capsys):
+    assert main(["keys", "pruning"]) == 0
+    out = capsys.readouterr().out
+    assert "`pruning.target_sparsity`" in out and "`training.lr`" not in out
+    assert_one_line_error(*run_cli(capsys, "keys", "prunning"), "no flow section 'prunning'", "pruning")

@@ -84,3 +84,24 @@ def test_parse_override():
 def test_quant_config_defaults():
     q = QuantConfig()
     assert (q.weight_bits, q.activation_bits) == (6, 6)
+
+
+def test_command_line_spellings_are_one_rule(tiny_flow):
+    """Choices in any case and lists without brackets, the same in --set as in the CLI options; stored canonical."""
+    flow = load_flow(tiny_flow, ["fpga.strategy=resource", "fpga.backend=VIVADO", "fpga.io_type=IO_Stream",
+                                 "model.hidden=64,32", "pruning.exclude=fc1,fc2", "training.schedule=Cosine"])
+    assert (flow.fpga.strategy, flow.fpga.backend, flow.fpga.io_type) == ("Resource", "Vivado", "io_stream")
+    assert flow.model.hidden == [64, 32] and flow.pruning.exclude == ["fc1", "fc2"]
+    assert flow.training.schedule == "cosine"
+    assert "strategy: Resource" in flow.to_yaml()
+    tagged = load_flow(tiny_flow, ["model.family=MLP", "data.source=Synthetic"])
+    assert tagged.model.family == "mlp" and tagged.data.source == "synthetic"
+
+
+@pytest.mark.parametrize("override", ["pruning.exclude=fc1", "model.hidden=64;32"])
+def test_a_list_written_wrongly_says_how_to_write_it(tiny_flow, override):
+    with pytest.raises(EdgeannError, match=r"valid list .*write a list as \[a, b\] or a,b, one item as \[a\]"):
+        load_flow(tiny_flow, [override])
+    key, _, value = override.partition("=")
+    fixed = load_flow(tiny_flow, [f"{key}=[{value.replace(';', ',')}]"])  # the advice, followed, works
+    assert fixed is not None

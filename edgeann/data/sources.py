@@ -117,6 +117,11 @@ def jets(cfg, seed: int) -> Dataset:
     import h5py
 
     path = cfg.file()
+    if not path.is_file() and cfg.path is not None:  # generate only into the cache: a typo must not start a long job
+        raise EdgeannError(
+            f"data.path {cfg.path}: no such jet file; generate it with `edgeann data generate jets --n-per-class "
+            f"{cfg.n_per_class} --seed {cfg.generator_seed} --image-size {cfg.image_size} --n-constituents "
+            f"{cfg.n_constituents} --workers {cfg.workers} --out {cfg.path}`, or drop data.path to use the cache")
     if not path.is_file():
         from edgeann.data.jets import generate_jets
 

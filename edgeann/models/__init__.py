@@ -58,4 +58,21 @@ def create_model(cfg, input_shape: tuple[int, ...], n_classes: int, quant: Quant
 
     factory = QuantLayers(quant) if quant is not None else FloatLayers()
     layers = _REGISTRY[cfg.family](cfg, factory, tuple(input_shape), n_classes)
-    return EdgeModel(cfg.family, layers, input_shape, n_classes, quantized=quant is not None)
+    model = EdgeModel(cfg.family, layers, input_shape, n_classes, quantized=quant is not None)
+    model.quant_layer_names = list(getattr(factory, "layer_names", []))
+    return model
+
+
+def check_layer_names(model: EdgeModel, quant, pruning) -> None:
+    """Layer names in ``quantization.layers`` and ``pruning.exclude`` must exist in ``model``: a typo would
+    otherwise be ignored silently and train the baseline."""
+    from edgeann.errors import EdgeannError
+
+    checks = [("pruning.exclude", pruning.exclude, list(model.prunable()))]
+    if model.quantized:
+        checks.insert(0, ("quantization.layers", list(quant.layers), model.quant_layer_names))
+    for key, asked, known in checks:
+        unknown = [n for n in asked if n not in known]
+        if unknown:
+            raise EdgeannError(f"{key}: no layer named {unknown[0]} in this {model.family} model "
+                               f"(its layers: {', '.join(known) or 'none'})")

@@ -70,15 +70,20 @@ def test_openml_without_internet_says_what_to_do(tmp_path):
         load_dataset(cfg, 0)
 
 
-def test_jets_source_generates_once_and_serves_every_representation(tmp_path):
-    cfg = JetsData(source="jets", n_per_class=6, path=tmp_path / "j.h5", workers=1)
+def test_jets_source_generates_once_into_the_cache_and_serves_every_representation(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEANN_CACHE", str(tmp_path))
+    cfg = JetsData(source="jets", n_per_class=6, workers=1)
     ds = load_dataset(cfg, 0)
     assert ds.x.shape == (30, 16) and ds.feature_names[0] == "j_zlogz" and ds.classes == ["g", "q", "w", "z", "t"]
     assert np.bincount(ds.y).tolist() == [6] * 5
-    stamp = (tmp_path / "j.h5").stat().st_mtime_ns
+    cached = cfg.file()
+    assert cached.parent == tmp_path / "jets"
+    stamp = cached.stat().st_mtime_ns
     for rep, shape in [("images", (30, 16, 16, 1)), ("sequences", (30, 20, 5))]:  # images channels-last
         assert load_dataset(cfg.model_copy(update={"representation": rep}), 0).x.shape == shape
-    assert (tmp_path / "j.h5").stat().st_mtime_ns == stamp  # cached, not generated again
+    assert cached.stat().st_mtime_ns == stamp  # cached, not generated again
+    explicit = load_dataset(cfg.model_copy(update={"path": cached}), 0)  # an explicit path to an existing file
+    assert np.array_equal(explicit.x, ds.x)
 
 
 def test_default_flow_trains_on_generated_jets():
@@ -92,3 +97,20 @@ def test_incomplete_jet_file_is_refused(tmp_path):
         f.attrs["complete"] = False
     with pytest.raises(EdgeannError, match="incomplete"):
         load_dataset(JetsData(source="jets", path=tmp_path / "j.h5"), 0)
+
+
+def test_a_missing_explicit_jet_file_is_refused_with_a_command_that_makes_it(tmp_path, capsys):
+    """A typo in data.path must not start a long generation into the mistyped path; the advice works."""
+    import shlex
+
+    from edgeann.cli import main
+
+    cfg = JetsData(source="jets", n_per_class=3, workers=1, path=tmp_path / "nothere.h5")
+    with pytest.raises(EdgeannError, match=r"data.path .*nothere.h5: no such jet file; generate it with `edgeann data "
+                                           r"generate jets --n-per-class 3 .*`, or drop data.path") as e:
+        load_dataset(cfg, 0)
+    assert not (tmp_path / "nothere.h5").exists()
+    command = str(e.value).split("`")[1]
+    assert main(shlex.split(command)[1:] + ["-q"]) == 0
+    capsys.readouterr()
+    assert load_dataset(cfg, 0).x.shape == (15, 16)
