@@ -77,7 +77,10 @@ DRIVER = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <type_traits>
+#include "defines.h"
 #include "input_scaling.h"
+static_assert(std::is_same<input_t, edgeann_input::scaled_t>::value, "the header's scaled_t is the firmware's input_t");
 // n x N_INPUTS raw doubles in argv[1] -> the int64 codes of scaled_t in argv[2]
 int main(int argc, char **argv) {
     using namespace edgeann_input;
@@ -114,7 +117,7 @@ def test_input_scaling_header_equals_the_python_path(exported_project, trained_r
                           ir.quantize_float(x_scaled, graph.input.type))
     # g++ on the project's header, with the ap_types the firmware is built with
     (tmp_path / "driver.cpp").write_text(DRIVER)
-    subprocess.run(["g++", *CXXFLAGS, f"-I{exported_project / 'firmware' / 'ap_types'}",
+    subprocess.run(["g++", *CXXFLAGS, f"-I{exported_project / 'firmware'}", f"-I{exported_project / 'firmware' / 'ap_types'}",
                     f"-I{exported_project / 'edgeann'}", "driver.cpp", "-o", "driver"], cwd=tmp_path, check=True)
     # the test split, plus values that saturate raw_t and the input type
     big = np.float32(2.0 ** (scaling.raw_type.integer + 2))
