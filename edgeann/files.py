@@ -7,9 +7,12 @@ firmware project on a cluster). These helpers create the temporary file honourin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def current_umask() -> int:
@@ -19,11 +22,12 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename, so a crash never leaves half a
-    file; the file gets mode ``0o666 & ~umask`` like any file the user creates."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` when the block ends without an error (and is removed otherwise), so
+    a crash never leaves half a file; it gets mode ``0o666 & ~umask`` like any file the user creates.
+    E.g. ``with atomic_file(p) as fh: torch.save(state, fh)``."""
     path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
         try:
@@ -33,11 +37,17 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
             continue
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            yield fh
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
 
 
 def make_unique_dir(parent: str | Path, prefix: str) -> Path:

@@ -35,3 +35,14 @@ def test_atomic_write_replaces_and_cleans_up_on_error(tmp_path):
     assert (tmp_path / "a").read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a"]
     atomic_write(tmp_path / "a", b"new")
     assert (tmp_path / "a").read_bytes() == b"new"
+
+
+def test_atomic_file_streams_and_removes_its_temporary_on_error(tmp_path):
+    from edgeann.files import atomic_file
+
+    with atomic_file(tmp_path / "c") as fh:
+        fh.write(b"streamed")
+    with pytest.raises(RuntimeError), atomic_file(tmp_path / "c") as fh:
+        fh.write(b"half")
+        raise RuntimeError("crash")
+    assert (tmp_path / "c").read_bytes() == b"streamed" and [p.name for p in tmp_path.iterdir()] == ["c"]
