@@ -150,6 +150,11 @@ def test_interrupted_export_leaves_nothing_and_keeps_the_old_project(exported_pr
         export_firmware(trained_run, old, force=True, echo=lambda *a: None)
     assert main(["export", str(trained_run), "--fpga", "--out", str(tmp_path / "new")]) == 130
     assert "interrupted" in capsys.readouterr().err
+    monkeypatch.undo()
+    # a failing export (a reuse factor hls4ml's Resource strategy cannot take) with --force: the old project stays
+    assert main(["export", str(trained_run), "--fpga", "--out", str(old), "--force", "--strategy", "Resource",
+                 "--reuse-factor", "7"]) == 2
+    assert "reuse_factor 7 is not valid" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no new project, no staging folder
     assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
 
