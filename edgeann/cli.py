@@ -116,14 +116,15 @@ def _export_outcome(project: Path, result: dict, allow_mismatch: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _verification_outcome(project: Path, result: dict, allow_mismatch: bool) -> None:
+def _verification_outcome(project: Path, result: dict, allow_mismatch: bool, written: list[Path] | None = None) -> None:
     click.echo(f"{project}: {result['summary']}")
     twin = result.get("distance_to_float_twin", {})
     if twin.get("available") and "accuracy_float" in twin:
         click.echo(f"firmware vs the same weights in float on {twin['n_samples']} test samples: max |diff| "
                    f"{twin['max_abs_diff']:.4g}, mean {twin['mean_abs_diff']:.4g}; accuracy {twin['accuracy_fixed_point']:.4f} "
                    f"(firmware) vs {twin['accuracy_float']:.4f} (float)")
-    click.echo(f"{project / 'verification.json'}, {project / 'report.json'}; firmware sha256 {result['firmware_sha256'][:16]}…")
+    written = written or [project / "verification.json", project / "report.json"]
+    click.echo(f"{', '.join(map(str, written))}; firmware sha256 {result['firmware_sha256'][:16]}…")
     if not result["exact"] and not allow_mismatch:
         raise click.exceptions.Exit(1)
 
@@ -136,7 +137,8 @@ def verify(project, inputs, allow_mismatch):
     """Re-run the bit-exactness check of an exported firmware PROJECT."""
     from edgeann.pipeline import verify_project
 
-    _verification_outcome(project, verify_project(project, inputs), allow_mismatch)
+    record, result = verify_project(project, inputs)
+    _verification_outcome(project, result, allow_mismatch, [record])
 
 
 @app.command()

@@ -53,11 +53,12 @@ def weighted(node: ir.Node, infos: dict) -> dict | None:
 
 
 def layer_table(graph: ir.Graph) -> list[dict]:
-    """One row per weighted layer: shapes, bit widths, sparsity, multipliers left and BOPs.
+    """One row per weighted layer: shapes, bit widths, sparsity, multiplications left and BOPs.
 
     A convolution's row counts one kernel (``n_in`` = kernel positions x input channels, the fan-in, ``n_out`` =
     filters) applied at ``positions`` output positions: its BOPs and multiply-accumulates (``macs``) are per
-    position times positions; ``multipliers`` counts one kernel's, as io_stream firmware instantiates it.
+    position times positions; ``multiplications`` counts one kernel's (the products that need a multiplier: the
+    firmware computes them with ``ceil(multiplications / reuse factor)`` multipliers, see :mod:`edgeann.report`).
     """
     infos = graph.infos()
     rows = []
@@ -87,8 +88,8 @@ def layer_table(graph: ir.Graph) -> list[dict]:
             "n_weights": n_weights,
             "nonzero_weights": nonzero,
             "sparsity": sparsity,
-            # a multiplier for every nonzero weight; multiplying by +-2^k is only a shift
-            "multipliers": int(np.count_nonzero((weight != 0) & ~_power_of_two(np.abs(weight)))),
+            # a product for every nonzero weight; multiplying by +-2^k is only a shift
+            "multiplications": _multiplications(weight),
             "macs": positions * nonzero,
             "macs_saved_by_pruning": positions * (n_weights - nonzero),
             "bops": positions * bops(n_in, n_out, x.type.width, w["weight_type"].width, sparsity),
@@ -99,8 +100,9 @@ def layer_table(graph: ir.Graph) -> list[dict]:
 def recurrent_row(node: ir.Recurrent, infos: dict) -> dict:
     """A GRU's or LSTM's row: per step, its two matrices (input and recurrent) and its element-wise products
     (GRU: r * gh_n, z * (h - n); LSTM: f * c, i * g, o * tanh(c)) for each of its H units, repeated at every one
-    of its ``steps``. BOPs and multiply-accumulates are per step times steps; ``multipliers`` are one step's,
-    which the firmware reuses at every step."""
+    of its ``steps``. BOPs and multiply-accumulates are per step times steps; ``multiplications`` are one step's
+    (the firmware reuses them at every step): ``matrix_multiplications`` of the two matrices, then the gate
+    products."""
     x = infos[node.inputs[0]]
     a = node.arithmetic(x)
     steps, n_h = x.shape[0], node.hidden
@@ -112,7 +114,7 @@ def recurrent_row(node: ir.Recurrent, infos: dict) -> dict:
     step_bops = sum(bops(w.shape[1], w.shape[0], b_a, t.width, 1.0 - np.count_nonzero(w) / max(w.size, 1))
                     for w, t, b_a in matrices)
     step_bops += sum(n_h * b_a * b_b for _, b_a, b_b in products)
-    weight_multipliers = sum(int(np.count_nonzero((w != 0) & ~_power_of_two(np.abs(w)))) for w, _, _ in matrices)
+    matrix_multiplications = [_multiplications(w) for w, _, _ in matrices]
     return {
         "layer": node.name,
         "op": node.op,
@@ -133,12 +135,19 @@ def recurrent_row(node: ir.Recurrent, infos: dict) -> dict:
         "n_weights": n_weights,
         "nonzero_weights": nonzero,
         "sparsity": 1.0 - nonzero / max(n_weights, 1),
-        "multipliers": weight_multipliers + len(products) * n_h,
+        "matrix_multiplications": matrix_multiplications,
+        "gate_multiplications": len(products) * n_h,
+        "multiplications": sum(matrix_multiplications) + len(products) * n_h,
         "macs": steps * (nonzero + len(products) * n_h),
         "macs_saved_by_pruning": steps * (n_weights - nonzero),
         "bops_per_step": step_bops,
         "bops": steps * step_bops,
     }
+
+
+def _multiplications(weight: np.ndarray) -> int:
+    """Products with these integer weights that need a multiplier: nonzero weights that are not +-2^k (a shift)."""
+    return int(np.count_nonzero((weight != 0) & ~_power_of_two(np.abs(weight))))
 
 
 def _power_of_two(a: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from edgeann import data, plots
 from edgeann.config import Flow
 from edgeann.errors import EdgeannError
 from edgeann.export import export_model
+from edgeann.files import atomic_write, make_unique_dir
 from edgeann.metrics import classification, layer_table
 from edgeann.models import check_layer_names, create_model
 from edgeann.prune import layer_sparsity, total_sparsity
@@ -30,12 +31,8 @@ from edgeann.train import select_device, train
 
 
 def write_json(path: Path, obj) -> None:
-    """Write atomically, so a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, allow_nan=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """Write atomically, so a crash never leaves half a file (with the umask's permissions)."""
+    atomic_write(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
 def default_run_dir(flow: Flow) -> Path:
@@ -43,7 +40,8 @@ def default_run_dir(flow: Flow) -> Path:
 
 
 def default_project_dir(source: Path) -> Path:
-    """hls_projects/<run folder name>, or hls_projects/<file stem> for an ONNX file: one project per run."""
+    """``hls_projects/<run folder name>`` for a run (also one not trained yet), ``hls_projects/<file stem>`` for
+    an ONNX file: one project per run."""
     source = Path(source)
     return Path("hls_projects") / (source.stem if source.suffix == ".onnx" else source.resolve().name)
 
@@ -92,7 +90,7 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "flow.yaml").write_text(flow.to_yaml())
     splits.scaler.save(run_dir / "scaler.json")
-    np.savez(run_dir / "test_data.npz", x=splits.test.x, y=splits.test.y, classes=np.array(splits.classes))
+    np.savez(run_dir / "test_data.npz", x=splits.test.x, y=splits.test.y, classes=np.array(splits.classes), x_raw=splits.test_raw_x)
 
     t0 = time.perf_counter()
     result = train(flow, splits, run_dir, resume=resume, progress=progress)
@@ -202,17 +200,45 @@ def _load_fpga_config(source: Path, is_run: bool):
     return load_flow(source / "flow.yaml").fpga if is_run else FpgaConfig()
 
 
+def _check_project_dir(project: Path, force: bool) -> None:
+    if project.exists() and not project.is_dir():
+        raise EdgeannError(f"{project} exists and is not a directory")
+    if project.is_dir() and any(project.iterdir()) and not force:
+        raise EdgeannError(f"output directory {project} already exists; use --force to replace it")
+
+
+def _publish(staging: Path, project: Path) -> None:
+    """Move the finished project into place. A project being replaced stays where it is until the new one is
+    complete, then is swapped out in two renames (undone if the second fails) and deleted."""
+    if project.is_dir() and any(project.iterdir()):
+        old = project.parent / f".{project.name}.replaced-{secrets.token_hex(4)}"
+        os.rename(project, old)
+        try:
+            os.rename(staging, project)
+        except BaseException:
+            os.rename(old, project)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if project.is_dir():
+        project.rmdir()
+    os.rename(staging, project)
+
+
 def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
                     precision: str | None = None, synth: bool = False, min_vectors: int = 10_000,
                     echo=print) -> tuple[Path, dict]:
-    """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification)."""
-    from edgeann import ir, onnx_qcdq
+    """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification).
+
+    The project is built in a hidden sibling folder (``.<name>.partial-*``) and renamed into place only once
+    every file, verification.json and report.json included, is written: an interrupted or failed export leaves
+    no project that looks complete, and does not touch an existing one (replaced with ``force`` only then).
+    """
+    from edgeann import ir
     from edgeann.config import FpgaConfig
-    from edgeann.firmware import write_project
     from edgeann.frontend import from_onnx, load_onnx, parse_precision
-    from edgeann.report import build_report, synthesize
+    from edgeann.report import synthesize
     from edgeann.summary import write_report_md
-    from edgeann.verify import verification_inputs, verify
 
     source = Path(source)
     fixed_precision = parse_precision(precision) if precision else None
@@ -230,14 +256,12 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
             graph = ir.Graph.load(source / "graph.npz")
         except Exception as e:
             raise EdgeannError(f"{source / 'graph.npz'} is corrupt ({type(e).__name__})") from None
-        kind, name = "run", graph.name
-        data_x = np.load(source / "test_data.npz")["x"] if (source / "test_data.npz").is_file() else None
+        kind = "run"
     elif source.is_file():
         model = load_onnx(source)
         quantized = any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node)
         graph = from_onnx(source, fixed_precision)
         kind = "qonnx" if quantized else "float"
-        name, data_x = graph.name, None
     else:
         raise EdgeannError(f"{source} not found (give a run directory or an .onnx file)")
 
@@ -246,20 +270,51 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
         fpga = FpgaConfig.model_validate(fpga.model_dump())
     except Exception as e:
         raise EdgeannError(f"bad FPGA option: {str(e).splitlines()[-1].strip()}") from None
-    options = hls_options(fpga, name)
+    options = hls_options(fpga, graph.name)
     project = Path(out) if out is not None else default_project_dir(source)
-    if project.exists() and (not project.is_dir() or any(project.iterdir())):
-        if not force:
-            raise EdgeannError(f"output directory {project} already exists; use --force to replace it")
-        shutil.rmtree(project)
+    _check_project_dir(project, force)
 
-    echo(f"writing the hls4ml project for {name} to {project} ({options.backend}, {options.io_type}, {options.strategy}, "
-         f"reuse {options.reuse_factor})")
+    echo(f"writing the hls4ml project for {graph.name} to {project} ({options.backend}, {options.io_type}, "
+         f"{options.strategy}, reuse {options.reuse_factor})")
+    project.parent.mkdir(parents=True, exist_ok=True)
+    staging = make_unique_dir(project.parent, f".{project.name}.partial-")
+    try:
+        result, report = _build_project(staging, source, kind, graph, options, precision, min_vectors, synth, echo)
+        write_report_md(staging, shown_as=project)
+        _check_project_dir(project, force)  # nothing appeared there meanwhile
+        _publish(staging, project)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    echo(_input_summary(report["input"], project))
+    if synth:  # in the published project: the vendor tool's own project records its absolute paths
+        report["synthesis"] = synthesize(project, options)
+        if report["synthesis"]["status"] == "skipped":
+            echo(f"synthesis skipped: {report['synthesis']['reason']}")
+        write_json(project / "report.json", report)
+        write_report_md(project)
+    return project, result
+
+
+def _build_project(project: Path, source: Path, kind: str, graph, options, precision: str | None, min_vectors: int,
+                   synth: bool, echo) -> tuple[dict, dict]:
+    """Write, compile and verify the whole project into the (empty) folder ``project``; returns its verification
+    and report."""
+    from edgeann import onnx_qcdq
+    from edgeann.firmware import compile_csim, write_project
+    from edgeann.firmware.testbench import write_testbench_data
+    from edgeann.report import build_report
+    from edgeann.verify import verification_inputs, verify
+
+    data_x = labels = None
+    if kind == "run" and (source / "test_data.npz").is_file():
+        with np.load(source / "test_data.npz") as test_data:
+            data_x, labels = test_data["x"], test_data["y"]
     write_project(graph, project, options)
     data = project / PROJECT_DATA
     data.mkdir()
     graph.save(data / "graph.npz")
-    if is_run:
+    if kind == "run":
         shutil.copyfile(source / "model.onnx", data / "reference.onnx")
     else:
         onnx_qcdq.save(graph, data / "reference.onnx")
@@ -272,44 +327,123 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
 
     echo(f"compiling the C simulation and checking {len(x)} vectors against the reference")
     result = verify(graph, project, x, _references(project, kind), desc)
+    csim = compile_csim(project)  # the one verify compiled (cached)
     if kind == "float":
         # what post-training fixed point costs, on typical (standardized) inputs
         xs = np.random.default_rng(0).standard_normal((2000, *graph.input.shape)).astype(np.float32)
         diff = np.abs(onnx_qcdq.run_any(source, xs) - onnx_qcdq.run(data / "reference.onnx", xs))
         result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
                                              "inputs": "2000 standard-normal vectors", "precision": precision}
-    if kind == "run" and data_x is not None and len(data_x):
+    if data_x is not None and len(data_x):
         # what the fixed-point arithmetic costs: the firmware against the same weights in float, on the test split
-        from edgeann.firmware import compile_csim
         from edgeann.float_twin import distance_to_float
 
-        labels = np.load(source / "test_data.npz")["y"]
-        result["distance_to_float_twin"] = distance_to_float(graph, data_x, compile_csim(project).predict(data_x), labels)
+        result["distance_to_float_twin"] = distance_to_float(graph, data_x, csim.predict(data_x), labels)
+    result["testbench"] = write_testbench_data(project, graph, x, csim)
     write_json(project / "verification.json", result)
 
     report = build_report(graph, options)
+    report["input"] = _firmware_input(graph, source, kind, data)
     if synth:
-        report["synthesis"] = synthesize(project, options)
-        if report["synthesis"]["status"] == "skipped":
-            echo(f"synthesis skipped: {report['synthesis']['reason']}")
+        report["synthesis"] = {"status": "started", "note": "C synthesis runs once the project is complete; this "
+                                                            "stays 'started' only if it was interrupted"}
     write_json(project / "report.json", report)
-    write_report_md(project)
-    return project, result
+    return result, report
 
 
-def verify_project(project: Path, inputs: Path | None = None) -> dict:
-    """Re-run the bit-exactness check on an existing project (optionally on other inputs)."""
+def _firmware_input(graph, source: Path, kind: str, data: Path) -> dict:
+    """What the firmware's input is and, for a run, the fixed-point standardization header in ``data``."""
+    from edgeann.data import Scaler
+    from edgeann.firmware.hls import sat
+    from edgeann.firmware.input_scaling import FORMULA, HEADER, InputScaling, agreement
+
+    rounding = getattr(graph.input, "rounding", "floor")
+    port = sat(graph.input.type, rounding)
+    if kind != "run":
+        return {"type": port, "firmware_input": f"the model's own input, {'floored' if rounding == 'floor' else 'rounded'}"
+                f" and saturated onto {port}", "scaling_header": None,
+                "reason": "a foreign ONNX model has no scaler: no standardization header"}
+    if not (source / "scaler.json").is_file():
+        return {"type": port, "firmware_input": f"standardized features, then {port}", "scaling_header": None,
+                "reason": f"{source / 'scaler.json'} not found"}
+    scaler = Scaler.load(source / "scaler.json")
+    out = {"type": port, "firmware_input": f"standardized features: {FORMULA}, then {port} (floor, saturate)",
+           "scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()}}
+    n_features = int(graph.input.shape[-1]) if graph.input.shape else 0
+    if rounding != "floor" or len(scaler.mean) != n_features:
+        return {**out, "scaling_header": None, "reason": "the scaler does not match the model's input"}
+    try:
+        scaling = InputScaling.design(scaler.mean, scaler.std, graph.input.type)
+        scaling.write(data, int(np.prod(graph.input.shape)))
+    except ValueError as e:
+        return {**out, "scaling_header": None, "reason": str(e)}
+    out.update(scaling_header=f"{PROJECT_DATA}/{HEADER}", **scaling.describe())
+    x_raw = None
+    if (source / "test_data.npz").is_file():
+        with np.load(source / "test_data.npz") as test_data:
+            x_raw = test_data["x_raw"] if "x_raw" in test_data.files else None
+    out["agreement_with_float_path"] = ({"on": "test split", **agreement(scaling, x_raw)} if x_raw is not None else
+                                        {"on": None, "reason": "raw test features not stored in this run"})
+    return out
+
+
+def _input_summary(desc: dict, project: Path) -> str:
+    text = f"firmware input: {desc['firmware_input']}"
+    if desc.get("scaling_header"):
+        text += f"; from raw features ({desc['raw_type']}): {project / desc['scaling_header']}"
+        agree = desc.get("agreement_with_float_path", {})
+        if agree.get("on"):
+            text += (f", equal to the float path's input code on {100 * agree['equal_fraction']:.3f}% of "
+                     f"{agree['n_values']} test values (max {agree['max_lsb_diff']} LSB)")
+    elif desc.get("reason"):
+        text += f" ({desc['reason']})"
+    return text
+
+
+VERIFY_RECORD = "verification.verify.json"  # `edgeann verify` on the export's own vectors
+
+
+def project_files(project: Path) -> list[str]:
+    """The files a complete project has (relative paths): edgeann's records and data, and the firmware sources."""
+    from edgeann.firmware.hls import MANIFEST
+
+    files = ["verification.json", "report.json", MANIFEST, *(f"{PROJECT_DATA}/{name}" for name in
+             ("graph.npz", "source.json", "inputs.npz", "reference.onnx"))]
+    try:
+        top = json.loads((project / MANIFEST).read_text())["top_function"]
+    except (OSError, ValueError, KeyError):
+        return files
+    files += [f"firmware/{top}.cpp", f"firmware/{top}.h", "firmware/defines.h", "firmware/parameters.h", "project.tcl"]
+    try:
+        if json.loads((project / PROJECT_DATA / "source.json").read_text()).get("kind") == "qonnx":
+            files.append(f"{PROJECT_DATA}/source.onnx")
+    except (OSError, ValueError):
+        pass
+    return files
+
+
+def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dict]:
+    """Re-run the bit-exactness check on an existing project (optionally on other inputs).
+
+    Returns (record, result): the result is written to its own record, ``verification.verify.json`` for the
+    export's vectors or ``verification.<inputs file stem>.json``; the export's verification.json is never touched.
+    """
     from edgeann import ir
     from edgeann.verify import verify
 
     project = Path(project)
+    if not project.is_dir():
+        raise EdgeannError(f"{project} is not a directory (give a firmware project written by edgeann export)")
+    for name in project_files(project):
+        if not (project / name).is_file():
+            raise EdgeannError(f"{project} is not a complete firmware project written by edgeann export: {name} is "
+                               f"missing (an interrupted or older export?); export it again")
     data = project / PROJECT_DATA
-    if not (data / "graph.npz").is_file() or not (data / "source.json").is_file():
-        raise EdgeannError(f"{project} is not a firmware project written by edgeann export ({data / 'graph.npz'} missing)")
     graph = ir.Graph.load(data / "graph.npz")
     meta = json.loads((data / "source.json").read_text())
     if inputs is None:
         x, desc = np.load(data / "inputs.npz")["x"], meta["inputs"]
+        record = project / VERIFY_RECORD
     else:
         try:
             x = np.load(inputs, allow_pickle=False)
@@ -324,6 +458,7 @@ def verify_project(project: Path, inputs: Path | None = None) -> dict:
         if not np.all(np.isfinite(x)):
             raise EdgeannError(f"{inputs}: contains NaN or Inf")
         desc = {"file": str(inputs), "vectors": len(x)}
+        record = project / f"verification.{Path(inputs).stem}.json"
     result = verify(graph, project, x, _references(project, meta["kind"]), desc)
-    write_json(project / "verification.json", result)
-    return result
+    write_json(record, result)
+    return record, result

@@ -67,13 +67,15 @@ def roc_curves(logits: np.ndarray, y: np.ndarray, classes: list[str], path: Path
 
 
 def layer_costs(layers: list[dict], path: Path, title: str = "") -> Path:
-    """Per layer: weights kept after pruning, multipliers instantiated, and BOPs (log scale): where the LUTs go."""
+    """Per layer: weights kept after pruning, multiplications (nonzero weights that are not powers of two), multipliers
+    instantiated at the reuse factor, and BOPs (log scale): where the LUTs go."""
     names = [r["layer"] for r in layers]
     x = np.arange(len(names))
     fig, (ax, ax_bops) = plt.subplots(1, 2, figsize=(12, 4))
-    ax.bar(x - 0.3, [r["n_weights"] for r in layers], 0.3, label="weights", color="0.75")
-    ax.bar(x, [r["nonzero_weights"] for r in layers], 0.3, label="nonzero weights", color="C0")
-    ax.bar(x + 0.3, [r.get("multipliers", 0) for r in layers], 0.3, label="multipliers", color="C3")
+    ax.bar(x - 0.3, [r["n_weights"] for r in layers], 0.2, label="weights", color="0.75")
+    ax.bar(x - 0.1, [r["nonzero_weights"] for r in layers], 0.2, label="nonzero weights", color="C0")
+    ax.bar(x + 0.1, [r.get("multiplications", 0) for r in layers], 0.2, label="multiplications", color="C1")
+    ax.bar(x + 0.3, [r.get("multipliers", 0) for r in layers], 0.2, label="multipliers (at the reuse factor)", color="C3")
     ax.set_ylabel("count")
     ax_bops.bar(x, [max(r["bops"], 1) for r in layers], 0.6, color="C2")
     ax_bops.set_yscale("log")

@@ -1,7 +1,9 @@
 """The ``report`` stage: cost of the firmware without vendor tools, and their numbers when present.
 
-* per layer: BOPs (Hawks et al. 2021), weights, multipliers left after pruning (a zero weight
-  needs none, a +-2^k weight is a shift), accumulator type;
+* per layer: BOPs (Hawks et al. 2021), weights, accumulator type, ``multiplications`` left after
+  pruning (a zero weight needs none, a +-2^k weight is a shift) and the ``multipliers`` that compute
+  them: ``ceil(multiplications / reuse_factor)`` per weight matrix (a GRU's or LSTM's gate products are
+  unrolled, one multiplier each);
 * an analytical latency estimate for the ``Latency`` strategy: each dense layer takes one
   cycle per reuse for its multipliers and ``ceil(depth / adds_per_cycle)`` cycles for its adder
   tree (depth = ``ceil(log2(fan-in + 1))``, the +1 for the bias), with ``adds_per_cycle =
@@ -88,8 +90,16 @@ def latency_estimate(graph: ir.Graph, options) -> dict:
     }
 
 
+def instantiated_multipliers(row: dict, reuse_factor: int) -> int:
+    """Multipliers the firmware instantiates for a layer row of :func:`edgeann.metrics.layer_table`: each
+    multiplier computes ``reuse_factor`` of a weight matrix's products one after the other."""
+    if "matrix_multiplications" in row:  # recurrent: two matrices, then gate products in parallel
+        return sum(math.ceil(m / reuse_factor) for m in row["matrix_multiplications"]) + row["gate_multiplications"]
+    return math.ceil(row["multiplications"] / reuse_factor)
+
+
 def build_report(graph: ir.Graph, options) -> dict:
-    rows = layer_table(graph)
+    rows = [{**row, "multipliers": instantiated_multipliers(row, options.reuse_factor)} for row in layer_table(graph)]
     return {
         "model": graph.name,
         "options": options.to_dict(),
@@ -98,8 +108,9 @@ def build_report(graph: ir.Graph, options) -> dict:
             "bops": sum(r["bops"] for r in rows),
             "weights": sum(r["n_weights"] for r in rows),
             "nonzero_weights": sum(r["nonzero_weights"] for r in rows),
+            "multiplications": sum(r["multiplications"] for r in rows),
             "multipliers": sum(r["multipliers"] for r in rows),
-            "multipliers_saved_by_pruning": sum(r["n_weights"] - r["nonzero_weights"] for r in rows),
+            "multiplications_saved_by_pruning": sum(r["n_weights"] - r["nonzero_weights"] for r in rows),
             "macs": sum(r["macs"] for r in rows),
             "macs_saved_by_pruning": sum(r["macs_saved_by_pruning"] for r in rows),
         },

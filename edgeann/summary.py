@@ -80,19 +80,26 @@ def _exactness(v: dict) -> str:
             f"max {v['max_lsb_diff']:g} LSB")
 
 
-def _input(report: dict, metrics: dict | None) -> str | None:
+def _input(report: dict, shown_as: Path) -> str | None:
     inp = report.get("input")
-    if isinstance(inp, dict):
-        return inp.get("summary") or inp.get("description") or json.dumps(inp)[:200]
-    types = (metrics or {}).get("tensor_types") or report.get("types") or {}
-    first = next(iter(types.items()), None)
-    return f"{first[0]}: {first[1]}" if first else None
+    if not isinstance(inp, dict):
+        return None
+    text = inp.get("firmware_input", "")
+    if inp.get("scaling_header"):
+        text += f"; raw features to it: {shown_as / inp['scaling_header']}"
+        agree = inp.get("agreement_with_float_path") or {}
+        if agree.get("on"):
+            text += (f" (equal to training's float path on {100 * agree['equal_fraction']:.3f}% of the "
+                     f"{agree['on']} values, max {agree['max_lsb_diff']} LSB)")
+    return text
 
 
-def summary_rows(project: Path, records: dict | None = None) -> list[tuple[str, str]]:
-    """(label, value) rows: what a trigger review asks first."""
+def summary_rows(project: Path, records: dict | None = None, shown_as: Path | None = None) -> list[tuple[str, str]]:
+    """(label, value) rows: what a trigger review asks first. ``shown_as``: the project's path to print, when
+    the records are read from elsewhere (the staging folder of an export)."""
     project = Path(project)
     rec = records or project_records(project)
+    shown = Path(shown_as) if shown_as is not None else project
     report, verification, metrics = rec["report"] or {}, rec["verification"], rec["metrics"]
     options = report.get("options", {})
     rows: list[tuple[str, str]] = [("model", f"{report.get('model', project.name)}"
@@ -113,15 +120,15 @@ def summary_rows(project: Path, records: dict | None = None) -> list[tuple[str, 
         rows.append(("multipliers", _multipliers(totals, options.get("reuse_factor", 1))))
     rows.append(("latency", _latency(report.get("latency_estimate") or {}, options.get("clock_period"))))
     rows.append(("resources", _resources(report)))
-    inp = _input(report, metrics)
+    inp = _input(report, shown)
     if inp:
         rows.append(("firmware input", inp))
     if verification:
         rows.append(("bit-exact", _exactness(verification)))
-    rows.append(("project", str(project)))
+    rows.append(("project", str(shown)))
     if rec["run_dir"]:
         rows.append(("run", str(rec["run_dir"])))
-    rows.append(("report", str(project / REPORT_MD)))
+    rows.append(("report", str(shown / REPORT_MD)))
     return rows
 
 
@@ -140,12 +147,14 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 
 
 def _layer_rows(report: dict) -> tuple[list[str], list[list]]:
-    header = ["layer", "op", "input type", "weight bits", "accumulator", "weights (nonzero)", "multipliers", "BOPs"]
+    header = ["layer", "op", "input type", "weight bits", "accumulator", "weights (nonzero)", "multiplications",
+              "multipliers", "BOPs"]
     rows = []
     per_layer_cycles = (report.get("latency_estimate") or {}).get("per_layer") or {}
     for r in report.get("layers", []):
         rows.append([r["layer"], r["op"], r.get("input_type", ""), r.get("weight_bits", ""), r.get("accumulator_type", ""),
-                     f"{_fmt_int(r['n_weights'])} ({_fmt_int(r['nonzero_weights'])})", _fmt_int(r.get("multipliers", 0)),
+                     f"{_fmt_int(r['n_weights'])} ({_fmt_int(r['nonzero_weights'])})", _fmt_int(r.get("multiplications", 0)),
+                     _fmt_int(r.get("multipliers", 0)),
                      f"{r['bops']:.4g}"])
     if per_layer_cycles:
         header.append("cycles")
@@ -155,8 +164,9 @@ def _layer_rows(report: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def write_report_md(project: Path) -> Path:
-    """``report.md`` in the project: the summary, per-layer cost, verification and plots (copied beside it)."""
+def write_report_md(project: Path, shown_as: Path | None = None) -> Path:
+    """``report.md`` in the project: the summary, per-layer cost, verification and plots (copied beside it).
+    ``shown_as``: the path the project will have (it is written in a staging folder first)."""
     from edgeann import plots
 
     project = Path(project)
@@ -178,7 +188,7 @@ def write_report_md(project: Path) -> Path:
     lines = [f"# {report.get('model', project.name)}: firmware report", ""]
     lines += ["Written by `edgeann export`; the numbers come from `report.json`, `verification.json`"
               + (" and the run's `metrics.json`." if metrics else "."), ""]
-    lines += [_md_table(["", ""], [[f"**{k}**", v] for k, v in summary_rows(project, rec)]), ""]
+    lines += [_md_table(["", ""], [[f"**{k}**", v] for k, v in summary_rows(project, rec, shown_as)]), ""]
     options = report.get("options") or {}
     if options:
         lines += ["## Firmware options", "", _md_table(["option", "value"], [[k, v] for k, v in options.items()]), ""]

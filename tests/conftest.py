@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -47,6 +48,22 @@ def trained_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
     flow = load_flow(write_flow(root / "tiny.yaml", TINY))
     return train_run(flow, root / "run", progress=False)
+
+
+@pytest.fixture(scope="session")
+def exported_project(trained_run, tmp_path_factory) -> Path:
+    """``trained_run`` exported once with the default project name (``hls_projects/<run folder>``, from the
+    working directory), compiled and verified; tests that change a project work on a copy."""
+    from edgeann.pipeline import export_firmware
+
+    root = tmp_path_factory.mktemp("exported")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        project, _ = export_firmware(trained_run, echo=lambda *a: None)
+    finally:
+        os.chdir(cwd)
+    return root / project
 
 
 @pytest.fixture

@@ -52,5 +52,5 @@ def test_firmware_is_bit_exact_and_reported(tmp_path, cnn_run):
     assert report["options"]["io_type"] == "io_stream"
     rows = {r["layer"]: r for r in report["layers"]}
     assert rows["conv2"]["op"] == "Conv" and rows["conv2"]["positions"] == 36
-    assert report["totals"]["macs_saved_by_pruning"] > 0 and report["totals"]["multipliers_saved_by_pruning"] > 0
+    assert report["totals"]["macs_saved_by_pruning"] > 0 and report["totals"]["multiplications_saved_by_pruning"] > 0
     assert report["latency_estimate"]["cycles"] > 16 * 16

@@ -18,10 +18,8 @@ pytestmark = pytest.mark.csim
 
 
 @pytest.fixture(scope="module")
-def project(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fw") / "p"
-    export_firmware(trained_run, out, echo=lambda *a: None)
-    return out
+def project(exported_project):
+    return exported_project
 
 
 def test_run_export_is_bit_exact_over_10000_vectors(project):
@@ -39,8 +37,9 @@ def test_report_without_vendor_tools(project):
     layers = {row["layer"]: row for row in r["layers"]}
     assert set(layers) == {"fc1", "fc2", "fc3"}
     for row in layers.values():
-        assert row["bops"] > 0 and row["multipliers"] <= row["nonzero_weights"] < row["n_weights"]
-    assert r["totals"]["multipliers_saved_by_pruning"] > 0
+        assert row["bops"] > 0 and row["multiplications"] <= row["nonzero_weights"] < row["n_weights"]
+        assert row["multipliers"] == row["multiplications"]  # reuse factor 1: one multiplier per product
+    assert r["totals"]["multiplications_saved_by_pruning"] > 0
     lat = r["latency_estimate"]
     assert lat["cycles"] == sum(lat["per_layer"].values()) > 0 and lat["ns"] == lat["cycles"] * 5.0
     assert r["synthesis"] == {"status": "not requested"}
@@ -54,6 +53,15 @@ def test_export_is_deterministic(trained_run, project, tmp_path):
     a, b = firmware_files(project), firmware_files(again)
     assert [p.relative_to(project) for p in a] == [p.relative_to(again) for p in b]
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
+    # built in a staging folder and renamed: the same firmware as writing the project directly in place
+    from edgeann import ir
+    from edgeann.firmware import firmware_sha256, write_project
+    from edgeann.pipeline import hls_options
+    from edgeann.config import load_flow
+
+    graph = ir.Graph.load(trained_run / "graph.npz")
+    direct = write_project(graph, tmp_path / "direct", hls_options(load_flow(trained_run / "flow.yaml").fpga, graph.name))
+    assert firmware_sha256(direct.path) == first
 
 
 def test_existing_project_is_refused_then_forced(trained_run, project, tmp_path, capsys):
@@ -68,18 +76,32 @@ def test_existing_project_is_refused_then_forced(trained_run, project, tmp_path,
     assert "synthesis skipped" in out and "bit-exact" in out
     report = json.loads((copy / "report.json").read_text())
     assert report["synthesis"]["status"] == "skipped" and report["options"]["reuse_factor"] == 2
+    assert str(copy) in report["synthesis"]["reason"]  # run in the published project, not the staging folder
+    reuse1 = json.loads((project / "report.json").read_text())
+    assert [r["multiplications"] for r in report["layers"]] == [r["multiplications"] for r in reuse1["layers"]]
+    assert [r["multipliers"] for r in report["layers"]] == [-(-r["multiplications"] // 2) for r in reuse1["layers"]]
+    assert report["totals"]["multipliers"] == sum(r["multipliers"] for r in report["layers"])
+    assert report["totals"]["multipliers"] < reuse1["totals"]["multipliers"] == reuse1["totals"]["multiplications"]
 
 
-def test_verify_reruns_the_check(project, tmp_path, capsys):
-    assert main(["verify", str(project)]) == 0
-    assert "bit-exact" in capsys.readouterr().out
-    x = np.random.default_rng(5).normal(0, 3, (777, 16)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
+def test_verify_reruns_the_check_into_its_own_record(project, tmp_path, capsys):
     work = tmp_path / "p"
     shutil.copytree(project, work)
+    exported = (work / "verification.json").read_bytes()
+    assert main(["verify", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact" in out and str(work / "verification.verify.json") in out
+    again = json.loads((work / "verification.verify.json").read_text())
+    first = json.loads(exported)
+    assert again["n_samples"] == first["n_samples"] and again["firmware_sha256"] == first["firmware_sha256"]
+    x = np.random.default_rng(5).normal(0, 3, (777, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
     assert main(["verify", str(work), "--inputs", str(tmp_path / "x.npy")]) == 0
-    v = json.loads((work / "verification.json").read_text())
+    assert str(work / "verification.x.json") in capsys.readouterr().out
+    v = json.loads((work / "verification.x.json").read_text())
     assert v["n_samples"] == 777 and v["exact"] and v["inputs"]["file"].endswith("x.npy")
+    # the export's record, with its distance to the float twin and 10,000 vectors, is untouched
+    assert (work / "verification.json").read_bytes() == exported and "distance_to_float_twin" in first
     np.save(tmp_path / "bad.npy", np.zeros((3, 7)))
     assert main(["verify", str(work), "--inputs", str(tmp_path / "bad.npy")]) == 2
     assert "do not fit the model input" in capsys.readouterr().err
@@ -90,6 +112,9 @@ def test_brevitas_qonnx_as_a_foreign_model(trained_run, tmp_path):
     proj, v = export_firmware(trained_run / "model.qonnx.onnx", tmp_path / "q", echo=lambda *a: None)
     assert v["exact"] and v["reference"].startswith("qonnx executor")
     assert all(c["exact"] for c in v["comparisons"].values()) and len(v["comparisons"]) == 2
+    firmware_input = json.loads((proj / "report.json").read_text())["input"]
+    assert firmware_input["scaling_header"] is None and "no scaler" in firmware_input["reason"]
+    assert not (proj / "edgeann" / "input_scaling.h").exists()
 
 
 def _qonnx_model(path, scale=0.25, act_bits=6.0, rounding="ROUND"):

@@ -72,7 +72,8 @@ def test_run_metrics_and_report(recurrent_run):
     row = next(row for row in r["layers"] if row["layer"] == layer)
     assert (row["op"], row["n_in"], row["n_out"], row["steps"]) == (family.upper(), 4, 6, 6)
     assert row["n_weights"] == gates * 6 * (4 + 6) and row["nonzero_weights"] < row["n_weights"]
-    assert row["multipliers"] <= row["nonzero_weights"] + (gates - 1) * 6
+    assert row["multiplications"] <= row["nonzero_weights"] + (gates - 1) * 6
+    assert row["multipliers"] == row["multiplications"]  # reuse factor 1
     assert row["bops"] == pytest.approx(6 * row["bops_per_step"])
     lat = r["latency_estimate"]
     step = lat["recurrent"][layer]

@@ -69,6 +69,7 @@ class Splits:
     val: Dataset
     test: Dataset
     scaler: Scaler
+    test_raw_x: np.ndarray | None = None  # the test features before standardization
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -129,6 +130,7 @@ def prepare(cfg, seed: int) -> Splits:
         raise EdgeannError(f"{ds.origin}: {n} samples are too few for a train/val/test split of {cfg.split.train}/{cfg.split.val}/{cfg.split.test}")
     train, val, test = (ds.subset(p) for p in parts)
     scaler = Scaler.fit(train.x, cfg.standardize)
+    test_raw_x = test.x
     for part in (train, val, test):
         part.x = scaler(part.x)
-    return Splits(train, val, test, scaler)
+    return Splits(train, val, test, scaler, test_raw_x)

@@ -172,7 +172,7 @@ def test_pruning_removes_convolution_weights_and_the_report_counts_them():
     assert conv2["op"] == "Conv" and conv2["n_in"] == 3 * 3 * 4 and conv2["n_out"] == 6 and conv2["positions"] == 16
     assert conv2["nonzero_weights"] == int(np.count_nonzero(g.node("conv2").weight)) < conv2["n_weights"]
     assert conv2["macs"] == 16 * conv2["nonzero_weights"] and conv2["macs_saved_by_pruning"] > 0
-    assert conv2["multipliers"] <= conv2["nonzero_weights"]
+    assert conv2["multiplications"] <= conv2["nonzero_weights"]
     b_a = g.infos()[g.node("conv2").inputs[0]].type.width
     assert conv2["bops"] == pytest.approx(16 * bops(36, 6, b_a, conv2["weight_bits"], conv2["sparsity"]))
     assert rows["bn1"]["op"] == "BatchNorm" and rows["bn1"]["positions"] == 144
