@@ -50,7 +50,7 @@ class Pruner:
         self.cfg = cfg
         self.layers = {n: m for n, m in attach_masks(model).items() if n not in cfg.exclude}
         self.steps_per_epoch = steps_per_epoch
-        self.current = 0.0
+        self.current, self.final_epoch = 0.0, 0
         # lottery-ticket rewind point: the weights as initialised
         self.initial = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
                         for n, m in self.layers.items()} if cfg.rewind == "lottery" else {}
@@ -69,6 +69,10 @@ class Pruner:
         start = int(cfg.start * epochs)
         end = max(from_epoch, min(epochs - 1, max(start, int(cfg.end * epochs))))
         under_way = self.current > 0 or from_epoch > start
+        if under_way and self.current >= cfg.target_sparsity - 1e-9:
+            self.plan = []  # at the target already: nothing left to plan
+            self.final_epoch = min(self.final_epoch, from_epoch)
+            return
         if cfg.method == "iterative":
             n_steps = math.ceil(cfg.target_sparsity / cfg.step - 1e-9)
             levels = [min((k + 1) * cfg.step, cfg.target_sparsity) for k in range(n_steps)]
@@ -80,7 +84,7 @@ class Pruner:
                 first = from_epoch + ((end - from_epoch) / max(len(levels), 1) if self.current > 0 else 0)
                 epochs_at = [round(first + k * (end - first) / max(len(levels) - 1, 1)) for k in range(len(levels))]
             self.plan = list(zip(epochs_at, levels))
-            self.final_epoch = self.plan[-1][0] if self.plan else from_epoch
+            self.final_epoch = self.plan[-1][0]
         elif cfg.method == "polynomial":
             # s(t) = s0 + (target - s0) (1 - (1 - (t - t0) / (t1 - t0))^3) between the steps t0 and t1
             total = epochs * steps

@@ -111,6 +111,7 @@ def test_more_epochs_on_resume_replan_the_learning_rate(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["best_epoch"] is not None and metrics["sparsity"]["total"] == pytest.approx(0.5, abs=0.01)
     assert metrics["resumes"][0]["after_epoch"] == 3 and metrics["resumes"][0]["epochs"] == 6
+    assert metrics["resumes"][0]["replanned"] == {"target_sparsity_at_epoch": 2, "lr_next_epoch": pytest.approx(0.0025)}
 
 
 def test_more_epochs_mid_pruning_replan_the_pruning_to_its_target(monkeypatch, tmp_path):
