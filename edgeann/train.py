@@ -152,7 +152,8 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 def rng_state() -> dict:
     """The global random-number states (torch, CUDA, numpy, Python), in types a weights-only load accepts."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    cuda_used = torch.cuda.is_available() and torch.cuda.is_initialized()  # a CPU run does not start CUDA for this
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda_used else [],
             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
             "python": random.getstate()}
 

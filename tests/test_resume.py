@@ -194,3 +194,19 @@ def test_random_states_survive_a_checkpoint(tmp_path):
     set_rng_state(load_checkpoint(tmp_path / "last.pt")["rng"])
     got = (torch.rand(3), np.random.standard_normal(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_learning_rate_plans_end_at_their_minimum_and_follow_a_new_end():
+    from edgeann.config import TrainConfig
+    from edgeann.train import LrSchedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cosine = LrSchedule(TrainConfig(lr=0.01, schedule="cosine"), opt, total=6)
+    lr = [cosine.lr(e) for e in range(7)]
+    assert lr[0] == 0.01 and lr[6] == 0.0 and all(a > b for a, b in zip(lr, lr[1:]))
+    cosine.total = 12  # resumed with 12 epochs in all
+    assert cosine.lr(6) == pytest.approx(0.005) and cosine.lr(12) == 0.0
+    rewound = LrSchedule(TrainConfig(lr=0.01, schedule="cosine"), opt, total=12, start=4)  # lottery rewind at epoch 4
+    assert rewound.lr(4) == 0.01 and rewound.lr(12) == 0.0
+    step = LrSchedule(TrainConfig(lr=0.01, schedule="step", step_epochs=2, gamma=0.5), opt, total=6)
+    assert [step.lr(e) for e in range(6)] == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
