@@ -138,6 +138,7 @@ def _finish_run(run_dir, flow, splits, result, train_time, test_logits, val_logi
         "epochs_trained": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "resumes": result.resumes,
         "train_time_s": round(train_time, 2),
         "test": classification(test_logits, splits.test.y, splits.classes),
         "val": classification(val_logits, splits.val.y, splits.classes),

@@ -40,30 +40,61 @@ def total_sparsity(model: EdgeModel) -> float:
 
 
 class Pruner:
-    """Follows the flow's pruning schedule over ``epochs`` epochs of ``steps_per_epoch`` steps."""
+    """Follows the flow's pruning schedule over ``epochs`` epochs of ``steps_per_epoch`` steps.
+
+    The schedule is planned once for the run's epoch count; :meth:`plan_for` re-plans it when a resumed
+    run gets another epoch count, and the plan travels in :meth:`state_dict`.
+    """
 
     def __init__(self, model: EdgeModel, cfg: PruneConfig, epochs: int, steps_per_epoch: int):
         self.cfg = cfg
         self.layers = {n: m for n, m in attach_masks(model).items() if n not in cfg.exclude}
-        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
-        self.current = 0.0
+        self.steps_per_epoch = steps_per_epoch
+        self.current, self.final_epoch = 0.0, 0
         # lottery-ticket rewind point: the weights as initialised
         self.initial = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
                         for n, m in self.layers.items()} if cfg.rewind == "lottery" else {}
+        self.plan_for(epochs)
+
+    def plan_for(self, epochs: int, from_epoch: int = 0) -> None:
+        """Plan the schedule for a run of ``epochs`` epochs in all, to be followed from ``from_epoch`` on.
+
+        Before any weight is pruned (and before the schedule's start) this is the schedule of a fresh run.
+        Once pruning is under way the sparsity reached is kept, and what is still to come is spread from
+        ``from_epoch`` to the schedule's end for the new epoch count (``end`` x ``epochs``), where the
+        target is reached.
+        """
+        cfg, steps = self.cfg, self.steps_per_epoch
+        self.epochs = epochs
         start = int(cfg.start * epochs)
+        end = max(from_epoch, min(epochs - 1, max(start, int(cfg.end * epochs))))
+        under_way = self.current > 0 or from_epoch > start
+        if under_way and self.current >= cfg.target_sparsity - 1e-9:
+            self.plan = []  # at the target already: nothing left to plan
+            self.final_epoch = min(self.final_epoch, from_epoch)
+            return
         if cfg.method == "iterative":
             n_steps = math.ceil(cfg.target_sparsity / cfg.step - 1e-9)
-            end = min(epochs - 1, max(start, int(cfg.end * epochs)))
-            self.plan = [
-                (start + round(k * (end - start) / max(n_steps - 1, 1)), min((k + 1) * cfg.step, cfg.target_sparsity))
-                for k in range(n_steps)
-            ]
-            self.final_epoch = self.plan[-1][0] if self.plan else 0
+            levels = [min((k + 1) * cfg.step, cfg.target_sparsity) for k in range(n_steps)]
+            if not under_way:
+                epochs_at = [start + round(k * (end - start) / max(n_steps - 1, 1)) for k in range(n_steps)]
+            else:
+                levels = [s for s in levels if s > self.current + 1e-9]
+                # a step was just taken before from_epoch: leave one interval of fine-tuning before the next
+                first = from_epoch + ((end - from_epoch) / max(len(levels), 1) if self.current > 0 else 0)
+                epochs_at = [round(first + k * (end - first) / max(len(levels) - 1, 1)) for k in range(len(levels))]
+            self.plan = list(zip(epochs_at, levels))
+            self.final_epoch = self.plan[-1][0]
         elif cfg.method == "polynomial":
-            total = epochs * steps_per_epoch
-            self.t0 = start * steps_per_epoch
-            self.t1 = max(self.t0, min(total - 1, int(cfg.end * total)))
-            self.final_epoch = self.t1 // steps_per_epoch
+            # s(t) = s0 + (target - s0) (1 - (1 - (t - t0) / (t1 - t0))^3) between the steps t0 and t1
+            total = epochs * steps
+            t1 = min(total - 1, int(cfg.end * total))
+            if not under_way:
+                self.t0, self.s0 = start * steps, 0.0
+            else:
+                self.t0, self.s0 = from_epoch * steps, self.current
+            self.t1 = max(self.t0, t1)
+            self.final_epoch = self.t1 // steps
         else:
             self.final_epoch = 0
 
@@ -121,13 +152,21 @@ class Pruner:
         if global_step < self.t1 and t % self.cfg.update_every:
             return
         progress = min(1.0, t / max(1, self.t1 - self.t0))
-        target = self.cfg.target_sparsity * (1.0 - (1.0 - progress) ** 3)
+        target = self.s0 + (self.cfg.target_sparsity - self.s0) * (1.0 - (1.0 - progress) ** 3)
         if target > self.current:
             self.prune_to(target)
 
     def state_dict(self) -> dict:
-        return {"current": self.current, "initial": self.initial}
+        plan = {"plan": self.plan} if self.cfg.method == "iterative" else {
+            "segment": (self.t0, self.s0, self.t1)} if self.cfg.method == "polynomial" else {}
+        return {"current": self.current, "initial": self.initial, "epochs": self.epochs, "final_epoch": self.final_epoch,
+                **plan}
 
     def load_state_dict(self, state: dict) -> None:
         self.current = float(state["current"])
         self.initial = state["initial"]
+        self.epochs, self.final_epoch = int(state["epochs"]), int(state["final_epoch"])
+        if self.cfg.method == "iterative":
+            self.plan = [(int(e), float(s)) for e, s in state["plan"]]
+        elif self.cfg.method == "polynomial":
+            self.t0, self.s0, self.t1 = state["segment"]

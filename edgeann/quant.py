@@ -15,11 +15,17 @@ Model builders never touch Brevitas directly: they ask a :class:`QuantLayers` (o
 twin of the same network, :class:`FloatLayers`) for ``input()``, ``linear()``, ``relu()`` and
 ``output()``, named so per-layer bit widths from the flow apply; CNNs add ``conv()``,
 ``batchnorm()`` and ``requantize()``, and the parameter-free layers of :class:`ShapeLayers`.
+
+:func:`stats_collection_state` / :func:`restore_stats_collection` carry what the activation quantizers
+keep outside ``state_dict`` during their first ``collect_stats_steps`` training steps, so training can
+be checkpointed and continued exactly.
 """
 
 from __future__ import annotations
 
 import brevitas.nn as qnn
+import torch
+from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
 from brevitas.inject.enum import FloatToIntImplType
 from brevitas.quant import (
     Int8ActPerTensorFixedPoint,
@@ -53,6 +59,34 @@ class FixedPointUnsignedAct(Uint8ActPerTensorFixedPoint):
 
 class FixedPointBias(Int16Bias):
     """Bias on the accumulator grid: scale = input scale x weight scale."""
+
+
+def _stats_scalings(model: nn.Module) -> dict[str, ParameterFromRuntimeStatsScaling]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, ParameterFromRuntimeStatsScaling)}
+
+
+def stats_collection_state(model: nn.Module) -> dict[str, dict]:
+    """Each activation quantizer's statistics phase: step counter, running statistics and learned value.
+
+    Brevitas keeps the counter in a plain attribute and the running statistics in a buffer it leaves out of
+    ``state_dict``; while it is still collecting, its ``state_dict`` holds the statistics in place of the
+    learned value, and ``load_state_dict`` ends the collection (the scale freezes early). This is the state
+    those three lose, to be put back with :func:`restore_stats_collection` after ``load_state_dict``.
+    """
+    return {name: {"counter": int(m.counter), "buffer": m.buffer.detach().clone(), "value": m.value.detach().clone()}
+            for name, m in _stats_scalings(model).items()}
+
+
+def restore_stats_collection(model: nn.Module, state: dict[str, dict]) -> None:
+    """Put back what :func:`stats_collection_state` took (after ``load_state_dict``); ValueError if it does not fit."""
+    scalings = _stats_scalings(model)
+    if set(state) != set(scalings):
+        raise ValueError(f"activation quantizers differ: {sorted(set(state) ^ set(scalings))[:3]}")
+    with torch.no_grad():
+        for name, m in scalings.items():
+            m.counter = int(state[name]["counter"])
+            m.buffer.copy_(state[name]["buffer"])
+            m.value.copy_(state[name]["value"])
 
 
 class ShapeLayers:

@@ -3,12 +3,18 @@
 Small tabular data is moved to the device once and batched by index (no per-sample loader).
 Every epoch writes ``checkpoints/last.pt`` atomically; ``best.pt`` is the epoch with the lowest
 validation loss among those at the target sparsity, so the best model is always fully pruned.
+
+``last.pt`` holds everything the rest of the run depends on (weights, masks, the activation
+quantizers' statistics phase, optimizer, learning-rate and pruning plans, random-number states,
+early-stopping and best-model bookkeeping; the data order is a function of the seed and the epoch),
+so a resumed run continues exactly as if it had not stopped. Resuming with another epoch count
+re-plans the learning rate and the pruning for the new count from the resumed epoch on.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +28,9 @@ from edgeann.data import Dataset, Splits
 from edgeann.errors import EdgeannError
 from edgeann.models import EdgeModel, create_model
 from edgeann.prune import Pruner, layer_sparsity, total_sparsity
+from edgeann.quant import restore_stats_collection, stats_collection_state
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: exact resume (quantizer statistics, schedules, random states); 1 held weights and optimizer
 
 
 def select_device(name: str) -> torch.device:
@@ -90,28 +97,83 @@ def make_optimizer(model: EdgeModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs, gamma=cfg.gamma)
-    if cfg.schedule == "plateau":
-        patience = max(1, (cfg.early_stopping.patience if cfg.early_stopping else 10) // 2)
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.gamma, patience=patience)
-    return None
+class LrSchedule:
+    """The learning rate of every epoch, planned from epoch ``start`` (0, or a lottery rewind) to ``total``.
+
+    ``cosine`` (down to 0 at ``total``), ``step`` and ``constant`` are closed forms of the epoch, so a new plan
+    (more epochs on resume, a rewind) only moves an end; ``plateau`` follows the validation loss.
+    """
+
+    def __init__(self, cfg: TrainConfig, opt: torch.optim.Optimizer, total: int, start: int = 0):
+        self.cfg, self.total, self.start = cfg, total, start
+        self.plateau = None
+        if cfg.schedule == "plateau":
+            patience = max(1, (cfg.early_stopping.patience if cfg.early_stopping else 10) // 2)
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.gamma, patience=patience)
+
+    def lr(self, epoch: int) -> float:
+        """The planned learning rate of ``epoch`` (0-based; ``total`` is the end of the plan)."""
+        cfg, t = self.cfg, epoch - self.start
+        if cfg.schedule == "cosine":
+            span = max(1, self.total - self.start)
+            return cfg.lr * (1.0 + math.cos(math.pi * min(t, span) / span)) / 2.0
+        if cfg.schedule == "step":
+            return cfg.lr * cfg.gamma ** (t // cfg.step_epochs)
+        return cfg.lr
+
+    def begin_epoch(self, opt: torch.optim.Optimizer, epoch: int) -> None:
+        if self.plateau is None:
+            _set_lr(opt, self.lr(epoch))
+
+    def end_epoch(self, opt: torch.optim.Optimizer, epoch: int, val_loss: float) -> None:
+        """Set the next epoch's learning rate."""
+        if self.plateau is not None:
+            self.plateau.step(val_loss)
+        else:
+            _set_lr(opt, self.lr(epoch + 1))
+
+    def state_dict(self) -> dict:
+        return {"start": self.start, "total": self.total,
+                "plateau": self.plateau.state_dict() if self.plateau is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start, self.total = int(state["start"]), int(state["total"])
+        if self.plateau is not None:
+            self.plateau.load_state_dict(state["plateau"])
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def rng_state() -> dict:
+    """The global random-number states (torch, CUDA, numpy, Python), in types a weights-only load accepts."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    cuda_used = torch.cuda.is_available() and torch.cuda.is_initialized()  # a CPU run does not start CUDA for this
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda_used else [],
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].cpu().numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a crash leaves the previous checkpoint intact."""
+    from edgeann.files import atomic_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as fh:  # the user's umask, not mkstemp's 0600: runs are shared on clusters
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
@@ -121,8 +183,19 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise EdgeannError(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+    if not isinstance(state, dict) or state.get("format") not in range(1, CHECKPOINT_FORMAT + 1) or "model" not in state:
         raise EdgeannError(f"checkpoint {path} is not an edgeann checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def load_resumable(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A ``last.pt`` that holds the whole training state."""
+    state = load_checkpoint(path, device)
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise EdgeannError(
+            f"checkpoint {path} was written by an older edgeann (checkpoint format {state['format']}) and cannot be resumed "
+            f"exactly (it lacks the quantizer statistics, schedules and random states); train the flow again without "
+            f"--resume into a new --out directory (or with --force to replace {path.parent.parent})")
     return state
 
 
@@ -137,9 +210,13 @@ def build_model(flow: Flow, sample_shape: tuple[int, ...], n_classes: int) -> Ed
 
 
 def restore(model: EdgeModel, state: dict, path: Path) -> None:
+    """Load the weights; with ``quant_stats`` in ``state`` (``last.pt``) also the quantizers' statistics phase, so
+    training continues exactly, without it (``best.pt``) the scales are frozen as the model is used."""
     try:
         model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
+        if "quant_stats" in state:
+            restore_stats_collection(model, state["quant_stats"])
+    except (RuntimeError, KeyError, ValueError) as e:
         raise EdgeannError(f"checkpoint {path} does not fit this flow's model ({str(e).splitlines()[0][:160]})") from None
 
 
@@ -149,6 +226,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    resumes: list[dict] = field(default_factory=list)  # one record per resume: where, and what was re-planned
 
 
 def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -161,34 +239,47 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
     steps = -(-len(train_data) // cfg.batch_size)
     pruner = Pruner(model, flow.pruning, cfg.epochs, steps)
     opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, cfg)
+    schedule = LrSchedule(cfg, opt, cfg.epochs)
     ckpt_dir = run_dir / "checkpoints"
     history: list[dict] = []
+    resumes: list[dict] = []
     best_loss, best_epoch, bad_epochs, start = float("inf"), None, 0, 0
 
     if resume:
-        state = load_checkpoint(ckpt_dir / "last.pt", device)
-        restore(model, state, ckpt_dir / "last.pt")
+        path = ckpt_dir / "last.pt"
+        state = load_resumable(path, device)
+        restore(model, state, path)
         try:
             opt.load_state_dict(state["optimizer"])
-            if sched is not None and state.get("scheduler"):
-                sched.load_state_dict(state["scheduler"])
+            schedule.load_state_dict(state["schedule"])
         except (ValueError, KeyError) as e:
-            raise EdgeannError(f"checkpoint {ckpt_dir / 'last.pt'}: optimizer state does not fit ({e})") from None
+            raise EdgeannError(f"checkpoint {path}: optimizer state does not fit ({e})") from None
         pruner.load_state_dict(state["pruner"])
-        history = list(state["history"])
+        history, resumes = list(state["history"]), list(state["resumes"])
         best_loss, best_epoch, bad_epochs = state["best_loss"], state["best_epoch"], state["bad_epochs"]
         start = state["epoch"] + 1
+        if state["stopped_early"]:
+            raise EdgeannError(f"{run_dir} stopped early after epoch {start} (no validation-loss improvement for "
+                               f"{bad_epochs} epochs): training is finished; to train longer, start a new run")
         if start >= cfg.epochs:
             raise EdgeannError(f"{run_dir} already trained {start} epochs; raise --epochs to continue")
+        resumed = {"after_epoch": start, "epochs_planned": state["epochs"], "epochs": cfg.epochs}
+        if cfg.epochs != state["epochs"]:  # re-plan what is left for the new epoch count
+            pruner.plan_for(cfg.epochs, from_epoch=start)
+            schedule.total = cfg.epochs
+            resumed["replanned"] = {"target_sparsity_at_epoch": pruner.final_epoch + 1, "lr_next_epoch": schedule.lr(start)
+                                    if schedule.plateau is None else opt.param_groups[0]["lr"]}
+        resumes.append(resumed)
+        set_rng_state(state["rng"])
 
     bar = tqdm(total=(cfg.epochs - start) * steps, disable=not progress, unit="step", dynamic_ncols=True,
                desc="train", mininterval=0.5)
     stopped_early = False
     for epoch in range(start, cfg.epochs):
-        if pruner.on_epoch_start(epoch):  # lottery rewind: start the optimizer afresh
+        if pruner.on_epoch_start(epoch):  # lottery rewind: start the optimizer and the schedule afresh
             opt = make_optimizer(model, cfg)
-            sched = make_scheduler(opt, cfg)
+            schedule = LrSchedule(cfg, opt, cfg.epochs, start=epoch)
+        schedule.begin_epoch(opt, epoch)
         model.train()
         seen = 0
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
@@ -210,10 +301,7 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
                                     f"acc {int(correct) / seen:.3f}", refresh=False)
         loss_sum, correct = float(loss_sum), int(correct)
         val_loss, val_acc = evaluate(model, val_data)
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            sched.step(val_loss)
-        elif sched is not None:
-            sched.step()
+        schedule.end_epoch(opt, epoch, val_loss)
         sparsity = total_sparsity(model)
         record = {
             "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
@@ -226,10 +314,12 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
             save_checkpoint(ckpt_dir / "best.pt", {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch})
         elif at_target:
             bad_epochs += 1
+        stopped_early = bool(cfg.early_stopping and at_target and bad_epochs >= cfg.early_stopping.patience)
         save_checkpoint(ckpt_dir / "last.pt", {
-            "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict() if sched is not None else None, "pruner": pruner.state_dict(),
-            "epoch": epoch, "history": history, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+            "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "quant_stats": stats_collection_state(model),
+            "optimizer": opt.state_dict(), "schedule": schedule.state_dict(), "pruner": pruner.state_dict(),
+            "rng": rng_state(), "epoch": epoch, "epochs": cfg.epochs, "history": history, "best_loss": best_loss,
+            "best_epoch": best_epoch, "bad_epochs": bad_epochs, "stopped_early": stopped_early, "resumes": resumes,
         })
         if progress:
             bar.write(
@@ -237,13 +327,12 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
                 f"val_loss {val_loss:.4f}  val_acc {val_acc:.3f}  sparsity {sparsity:.2f}"
                 + ("  *best*" if best_epoch == epoch + 1 else "")
             )
-        if cfg.early_stopping and at_target and bad_epochs >= cfg.early_stopping.patience:
-            stopped_early = True
+        if stopped_early:
             break
     bar.close()
     if best_epoch is not None:
         restore(model, load_checkpoint(ckpt_dir / "best.pt", device), ckpt_dir / "best.pt")
-    return TrainResult(model.eval(), history, best_epoch, stopped_early)
+    return TrainResult(model.eval(), history, best_epoch, stopped_early, resumes)
 
 
 def per_layer_sparsity(model: EdgeModel) -> dict[str, float]:

@@ -105,3 +105,47 @@ def test_masks_travel_in_the_state_dict():
     fresh.load_state_dict(state)
     assert layer_sparsity(fresh) == layer_sparsity(m)
     assert np.isclose(total_sparsity(fresh), 0.4, atol=0.01)
+
+
+def test_more_epochs_on_resume_spread_the_remaining_steps_to_the_new_end():
+    # flows/jet_mlp.yaml's schedule planned for 20 epochs, resumed after epoch 8 with 40 epochs in all
+    m = model()
+    pruner = Pruner(m, PruneConfig(method="iterative", target_sparsity=0.5, step=0.1, start=0.1, end=0.6),
+                    epochs=20, steps_per_epoch=1)
+    seen = []
+    for epoch in range(8):
+        pruner.on_epoch_start(epoch)
+        seen.append(round(total_sparsity(m), 2))
+    assert seen[-1] == pytest.approx(0.3)
+    pruner.plan_for(40, from_epoch=8)
+    assert pruner.plan == [(16, pytest.approx(0.4)), (24, pytest.approx(0.5))] and pruner.final_epoch == 24 == int(0.6 * 40)
+    for epoch in range(8, 40):
+        pruner.on_epoch_start(epoch)
+        seen.append(round(total_sparsity(m), 2))
+    assert seen == sorted(seen) and seen[15] == 0.3 and seen[16] == 0.4 and seen[23] == 0.4 and seen[24] == 0.5
+
+
+def test_replanning_before_pruning_started_is_the_fresh_plan():
+    cfg = PruneConfig(method="iterative", target_sparsity=0.5, step=0.1, start=0.1, end=0.6)
+    pruner = Pruner(model(), cfg, epochs=10, steps_per_epoch=1)
+    pruner.plan_for(40, from_epoch=1)
+    assert pruner.plan == Pruner(model(), cfg, epochs=40, steps_per_epoch=1).plan
+
+
+def test_polynomial_replan_continues_from_the_sparsity_reached():
+    m = model()
+    steps = 10
+    pruner = Pruner(m, PruneConfig(method="polynomial", target_sparsity=0.8, start=0.2, end=0.8, update_every=3),
+                    epochs=10, steps_per_epoch=steps)
+    values = []
+    for t in range(1, 41):
+        pruner.on_step(t)
+        values.append(total_sparsity(m))
+    pruner.plan_for(20, from_epoch=4)
+    assert pruner.t0 == 40 and pruner.t1 == int(0.8 * 200) and pruner.final_epoch == 16
+    for t in range(41, 201):
+        pruner.on_step(t)
+        values.append(total_sparsity(m))
+    assert 0 < values[39] < 0.8 and all(b >= a for a, b in zip(values, values[1:]))
+    # the 10-epoch plan reached the target at step 80; the new one reaches it at step 160
+    assert values[99] < 0.78 and values[159] == pytest.approx(0.8, abs=0.01)
