@@ -15,7 +15,7 @@ import sys
 
 import bench_csim
 
-from edgeann.firmware import HlsOptions
+from edgeann.backends.hls import HlsOptions
 from edgeann.testing import jet_cnn
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeann import onnx_qcdq
-from edgeann.firmware import compile_csim, write_project
+from edgeann.backends import onnx_qcdq
+from edgeann.backends.hls import compile_csim, write_project
 from edgeann.testing import jet_mlp
 
 # A throughput measurement: takes the inputs, returns the outputs (float64, like graph.predict).

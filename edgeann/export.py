@@ -1,7 +1,7 @@
 """The ``export`` stage: trained model -> fixed-point graph -> ONNX (QCDQ) and QONNX, checked exact.
 
 * ``graph.npz``: the fixed-point graph (:mod:`edgeann.ir`), what firmware is generated from;
-* ``model.onnx``: standard ONNX for onnxruntime, written from the graph (:mod:`edgeann.onnx_qcdq`);
+* ``model.onnx``: standard ONNX for onnxruntime, written from the graph (:mod:`edgeann.backends.onnx_qcdq`);
 * ``model.qonnx.onnx``: QONNX ``Quant`` nodes from Brevitas' exporter, cleaned with qonnx; not for
   networks with a layer Brevitas cannot export (the GRU): the metrics then say so and why.
 
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeann import ir, onnx_qcdq
-from edgeann.lower import lower
+from edgeann import ir
+from edgeann.backends import onnx_qcdq
+from edgeann.frontends.lowering import lower
 from edgeann.models import EdgeModel
 
 def compare(a: np.ndarray, b: np.ndarray, lsb: float) -> dict:

@@ -105,7 +105,7 @@ def train_run(flow: Flow, out: Path | None = None, force: bool = False, resume: 
 
     exported = export_model(model, flow.name, run_dir, splits.test.x)
     graph = exported.graph
-    from edgeann import onnx_qcdq
+    from edgeann.backends import onnx_qcdq
 
     # test metrics come from the exact fixed-point model: what the firmware computes
     test_logits = onnx_qcdq.run(run_dir / "model.onnx", splits.test.x)
@@ -168,7 +168,7 @@ def _identifier(name: str) -> str:
     """The model name as the firmware's top-function name (a safe C++ identifier)."""
     import re
 
-    from edgeann.firmware.hls import is_safe_identifier
+    from edgeann.backends.hls.hls import is_safe_identifier
 
     ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
     ident = ident if ident[:1].isalpha() else f"m_{ident}"
@@ -176,7 +176,7 @@ def _identifier(name: str) -> str:
 
 
 def hls_options(fpga, name: str):
-    from edgeann.firmware import HlsOptions
+    from edgeann.backends.hls import HlsOptions
 
     return HlsOptions(backend=fpga.backend, io_type=fpga.io_type, strategy=fpga.strategy, reuse_factor=fpga.reuse_factor,
                       clock_period=fpga.clock_period, part=fpga.part, project_name=_identifier(name))
@@ -184,7 +184,7 @@ def hls_options(fpga, name: str):
 
 def _references(project: Path, kind: str) -> dict:
     """The reference implementations a project is verified against, primary first."""
-    from edgeann import onnx_qcdq
+    from edgeann.backends import onnx_qcdq
     from edgeann.export import run_qonnx
 
     data = project / PROJECT_DATA
@@ -237,7 +237,7 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     """
     from edgeann import ir
     from edgeann.config import FpgaConfig
-    from edgeann.frontend import from_onnx, load_onnx, parse_precision
+    from edgeann.frontends.onnx_import import from_onnx, load_onnx, parse_precision
     from edgeann.report import synthesize
     from edgeann.summary import write_report_md
 
@@ -301,9 +301,9 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
                    synth: bool, echo) -> tuple[dict, dict]:
     """Write, compile and verify the whole project into the (empty) folder ``project``; returns its verification
     and report."""
-    from edgeann import onnx_qcdq
-    from edgeann.firmware import compile_csim, write_project
-    from edgeann.firmware.testbench import write_testbench_data
+    from edgeann.backends import onnx_qcdq
+    from edgeann.backends.hls import compile_csim, write_project
+    from edgeann.backends.hls.testbench import write_testbench_data
     from edgeann.report import build_report
     from edgeann.verify import verification_inputs, verify
 
@@ -355,8 +355,8 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
 def _firmware_input(graph, source: Path, kind: str, data: Path) -> dict:
     """What the firmware's input is and, for a run, the fixed-point standardization header in ``data``."""
     from edgeann.data import Scaler
-    from edgeann.firmware.hls import sat
-    from edgeann.firmware.input_scaling import FORMULA, HEADER, InputScaling, agreement
+    from edgeann.backends.hls.hls import sat
+    from edgeann.backends.hls.input_scaling import FORMULA, HEADER, InputScaling, agreement
 
     rounding = getattr(graph.input, "rounding", "floor")
     port = sat(graph.input.type, rounding)
@@ -406,7 +406,7 @@ VERIFY_RECORD = "verification.verify.json"  # `edgeann verify` on the export's o
 
 def project_files(project: Path) -> list[str]:
     """The files a complete project has (relative paths): edgeann's records and data, and the firmware sources."""
-    from edgeann.firmware.hls import MANIFEST
+    from edgeann.backends.hls.hls import MANIFEST
 
     files = ["verification.json", "report.json", MANIFEST, *(f"{PROJECT_DATA}/{name}" for name in
              ("graph.npz", "source.json", "inputs.npz", "reference.onnx"))]

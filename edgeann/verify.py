@@ -69,7 +69,7 @@ def verification_inputs(graph: ir.Graph, data: np.ndarray | None, minimum: int =
 def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[str, Callable[[np.ndarray], np.ndarray]],
            inputs_description: dict | None = None) -> dict:
     """Run the C simulation on ``x`` and compare it with each reference; the first one is primary."""
-    from edgeann.firmware import compile_csim, first_divergence, firmware_sha256
+    from edgeann.backends.hls import compile_csim, first_divergence, firmware_sha256
 
     project_dir = Path(project_dir).resolve()
     lsb = graph.infos()[graph.outputs[0]].type.scale

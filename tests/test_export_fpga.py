@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeann.cli import main
 from edgeann.errors import EdgeannError
-from edgeann.firmware import firmware_files
+from edgeann.backends.hls import firmware_files
 from edgeann.pipeline import export_firmware
 
 pytestmark = pytest.mark.csim
@@ -55,7 +55,7 @@ def test_export_is_deterministic(trained_run, project, tmp_path):
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
     # built in a staging folder and renamed: the same firmware as writing the project directly in place
     from edgeann import ir
-    from edgeann.firmware import firmware_sha256, write_project
+    from edgeann.backends.hls import firmware_sha256, write_project
     from edgeann.pipeline import hls_options
     from edgeann.config import load_flow
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edgeann import onnx_qcdq
+from edgeann.backends import onnx_qcdq
 from edgeann.config import load_flow
 from edgeann.errors import EdgeannError
 from edgeann.export import torch_reference

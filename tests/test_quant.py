@@ -8,7 +8,7 @@ import torch
 
 from edgeann import ir
 from edgeann.config import MLPConfig, QuantConfig
-from edgeann.lower import lower
+from edgeann.frontends.lowering import lower
 from edgeann.models import create_model
 
 

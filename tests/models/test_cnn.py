@@ -7,12 +7,13 @@ import pytest
 import torch
 import yaml
 
-from edgeann import ir, onnx_qcdq, testing
+from edgeann import ir, testing
+from edgeann.backends import onnx_qcdq
 from edgeann.config import CNNConfig, PruneConfig, QuantConfig, load_flow
 from edgeann.errors import EdgeannError
 from edgeann.export import torch_reference
-from edgeann.firmware import HlsOptions
-from edgeann.lower import lower
+from edgeann.backends.hls import HlsOptions
+from edgeann.frontends.lowering import lower
 from edgeann.metrics import bops, layer_table
 from edgeann.models import create_model
 from edgeann.prune import Pruner

@@ -9,11 +9,12 @@ import pytest
 import torch
 from brevitas.quant_tensor import IntQuantTensor
 
-from edgeann import ir, onnx_qcdq
+from edgeann import ir
+from edgeann.backends import onnx_qcdq
 from edgeann.config import GRUConfig, LSTMConfig, PruneConfig, QuantConfig
 from edgeann.errors import EdgeannError
 from edgeann.export import torch_reference
-from edgeann.lower import lower
+from edgeann.frontends.lowering import lower
 from edgeann.models import create_model
 from edgeann.models.recurrent import HardwareActivation
 from edgeann.prune import Pruner
@@ -129,7 +130,7 @@ TABLES = {"gru": (("r", "tr", "sigmoid"), ("z", "tz", "sigmoid"), ("n", "tn", "t
 def test_activation_tables_in_firmware_equal_pytorch(stacked, family, tmp_path):
     """The tables written into the firmware's weight headers are, entry for entry, what the trained layer computes
     on every code of its input type."""
-    from edgeann.firmware import write_project
+    from edgeann.backends.hls import write_project
 
     model = stacked if family == "gru" else _trained(LSTMConfig(family="lstm", hidden=[5, 4], gate_bits=7, table_bits=6))[0]
     graph = lower(model, "s")

@@ -5,7 +5,7 @@ import torch
 
 from edgeann.config import CNNConfig, GRUConfig, LSTMConfig, MLPConfig, QuantConfig
 from edgeann.errors import EdgeannError
-from edgeann.lower import lower
+from edgeann.frontends.lowering import lower
 from edgeann.models import EdgeModel, create_model, list_models
 
 CONFIGS = {"mlp": (MLPConfig(family="mlp", hidden=[8]), (16,)), "gru": (GRUConfig(family="gru", hidden=[4]), (5, 3)),

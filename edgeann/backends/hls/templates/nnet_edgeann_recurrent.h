@@ -1,7 +1,7 @@
 // edgeann's recurrent layers for hls4ml, GRU and LSTM: the exact fixed-point arithmetic of edgeann.ir.GRU and
 // edgeann.ir.LSTM, bit for bit.
 //
-// Registered with hls4ml through its extension API by edgeann/firmware/recurrent.py, which writes the
+// Registered with hls4ml through its extension API by edgeann/backends/hls/recurrent.py, which writes the
 // configuration structs (every type below explicit, from the fixed-point graph) and the tables.
 //
 // Every step starts with the two matrix products, hls4ml's nnet::dense with exact accumulators (accum_t,

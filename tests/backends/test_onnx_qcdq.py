@@ -5,7 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeann import ir, onnx_qcdq
+from edgeann import ir
+from edgeann.backends import onnx_qcdq
 
 
 def random_mlp(draw, max_bits=8) -> ir.Graph:

@@ -13,9 +13,9 @@ import pytest
 from edgeann import ir
 from edgeann.cli import main
 from edgeann.files import current_umask
-from edgeann.firmware import compile_csim
-from edgeann.firmware.input_scaling import InputScaling, agreement, float_path_codes
-from edgeann.firmware.testbench import port_values, read_dat, select_rows
+from edgeann.backends.hls import compile_csim
+from edgeann.backends.hls.input_scaling import InputScaling, agreement, float_path_codes
+from edgeann.backends.hls.testbench import port_values, read_dat, select_rows
 from edgeann.pipeline import default_project_dir, export_firmware
 
 pytestmark = pytest.mark.csim
@@ -140,12 +140,12 @@ def _interrupt(*args, **kwargs):
 
 def test_interrupted_export_leaves_nothing_and_keeps_the_old_project(exported_project, trained_run, tmp_path,
                                                                      monkeypatch, capsys):
-    import edgeann.firmware
+    import edgeann.backends.hls
 
     old = tmp_path / "p"
     shutil.copytree(exported_project, old)
     before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
-    monkeypatch.setattr(edgeann.firmware, "compile_csim", _interrupt)  # Ctrl-C while g++ runs
+    monkeypatch.setattr(edgeann.backends.hls, "compile_csim", _interrupt)  # Ctrl-C while g++ runs
     with pytest.raises(KeyboardInterrupt):
         export_firmware(trained_run, old, force=True, echo=lambda *a: None)
     assert main(["export", str(trained_run), "--fpga", "--out", str(tmp_path / "new")]) == 130

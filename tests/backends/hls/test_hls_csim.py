@@ -17,7 +17,7 @@ import pytest
 
 from edgeann import ir
 from edgeann.errors import EdgeannError
-from edgeann.firmware import (
+from edgeann.backends.hls import (
     CSimCompileError,
     HlsOptions,
     HlsProject,
@@ -27,7 +27,7 @@ from edgeann.firmware import (
     first_divergence,
     write_project,
 )
-from edgeann.firmware.hls import build_model
+from edgeann.backends.hls.hls import build_model
 
 
 def assert_bit_exact(csim, graph: ir.Graph, x: np.ndarray) -> None:

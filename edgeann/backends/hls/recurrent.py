@@ -12,7 +12,7 @@ transposed the sequence, and its types are rules of thumb. Here a layer is the f
 * a configuration template and a function-call template, registered with the Vivado and Vitis backends
   (``backend.register_template``), and the C++ header (``backend.register_source``), which hls4ml then
   copies into every project's ``firmware/nnet_utils/``;
-* :func:`_lower_recurrent`, the firmware lowering of both node types (:func:`edgeann.firmware.hls.lowering`).
+* :func:`_lower_recurrent`, the firmware lowering of both node types (:func:`edgeann.backends.hls.hls.lowering`).
 
 Supported: ``io_parallel`` and ``io_stream``; strategies ``Latency`` (any reuse factor) and ``Resource``
 (the reuse factors hls4ml's dense kernels accept for both matrices; others stop with the valid ones). The
@@ -31,12 +31,12 @@ from hls4ml.model.layers import Layer, register_layer
 
 from edgeann import ir
 from edgeann.errors import EdgeannError
-from edgeann.firmware.hls import HlsLayer, LoweringContext, lowering, sat, wrap
+from edgeann.backends.hls.hls import HlsLayer, LoweringContext, lowering, sat, wrap
 
 HEADER = Path(__file__).parent / "templates" / "nnet_edgeann_recurrent.h"
 BACKENDS = ("Vivado", "Vitis")
 
-# weight variable -> its C++ name ({index} is the layer's); edgeann.firmware.hls keeps graph node names off these
+# weight variable -> its C++ name ({index} is the layer's); edgeann.backends.hls.hls keeps graph node names off these
 MATRICES = {"weight": "w{index}", "bias": "b{index}", "recurrent_weight": "wr{index}", "recurrent_bias": "br{index}"}
 
 

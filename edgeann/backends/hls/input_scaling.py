@@ -138,7 +138,7 @@ class InputScaling:
 // floored and saturated onto {types['scaled_t']}. standardize() computes it from raw features:
 // t = raw * scale + offset exactly, then floor and saturate onto scaled_t. raw_t saturates; its range covers
 // every raw value that does not saturate scaled_t, so saturation never changes a result.
-// edgeann's Python path (edgeann.firmware.input_scaling.InputScaling.codes) computes the same integers.
+// edgeann's Python path (edgeann.backends.hls.input_scaling.InputScaling.codes) computes the same integers.
 #ifndef EDGEANN_INPUT_SCALING_H_
 #define EDGEANN_INPUT_SCALING_H_
 

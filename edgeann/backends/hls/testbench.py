@@ -50,7 +50,7 @@ def _format(rows: np.ndarray) -> str:
 def write_testbench_data(project_dir: str | Path, graph: ir.Graph, x: np.ndarray, csim) -> dict:
     """Write the test bench's input and expected-output files from the verification vectors ``x``, with the
     outputs of the compiled C simulation ``csim``; returns what was written (for verification.json)."""
-    from edgeann.firmware.hls import sat
+    from edgeann.backends.hls.hls import sat
 
     t, out_t = graph.input.type, graph.infos()[graph.outputs[0]].type
     rounding = getattr(graph.input, "rounding", "floor")

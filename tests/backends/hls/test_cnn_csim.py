@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeann import ir, onnx_qcdq, testing
+from edgeann import ir, testing
+from edgeann.backends import onnx_qcdq
 from edgeann.errors import EdgeannError
-from edgeann.firmware import HlsOptions, compile_csim, first_divergence, write_project
+from edgeann.backends.hls import HlsOptions, compile_csim, first_divergence, write_project
 
 
 def assert_bit_exact(csim, graph: ir.Graph, x: np.ndarray, threads: int | None = None) -> None:

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from edgeann import ir, onnx_qcdq, testing
+from edgeann import ir, testing
+from edgeann.backends import onnx_qcdq
 from edgeann.errors import EdgeannError
-from edgeann.firmware import HlsOptions, compile_csim, first_divergence, write_project
+from edgeann.backends.hls import HlsOptions, compile_csim, first_divergence, write_project
 
 # non-trivial state ranges, one and two layers, with and without a dense head
 CSIM_CASES = [("gru", 1), ("gru", 3), ("gru", 7), ("gru", 16), ("lstm", 0), ("lstm", 9), ("lstm", 13)]

@@ -1,6 +1,6 @@
 // Batched C simulation of an hls4ml project: loops over the samples in C++, on several threads.
 //
-// Compiled by edgeann.firmware.csim together with the project's firmware/<top>.cpp. The project is
+// Compiled by edgeann.backends.hls.csim together with the project's firmware/<top>.cpp. The project is
 // described by macros on the command line (no text substitution in this file):
 //   EDGEANN_TOP        the top function (the hls4ml project name)
 //   EDGEANN_TOP_HEADER its header, e.g. "myproject.h"

@@ -1,7 +1,7 @@
 """Firmware: the fixed-point graph as an hls4ml project, and its bit-exact batched C simulation."""
 
-from edgeann.firmware.csim import CSim, CSimCompileError, Divergence, compile_csim, first_divergence
-from edgeann.firmware.hls import (
+from edgeann.backends.hls.csim import CSim, CSimCompileError, Divergence, compile_csim, first_divergence
+from edgeann.backends.hls.hls import (
     LOWERINGS,
     HlsLayer,
     HlsOptions,
@@ -12,7 +12,7 @@ from edgeann.firmware.hls import (
     lowering,
     write_project,
 )
-from edgeann.firmware import recurrent  # noqa: F401,E402  (registers the GRU with hls4ml and its firmware lowering)
+from edgeann.backends.hls import recurrent  # noqa: F401,E402  (registers the GRU with hls4ml and its firmware lowering)
 
 __all__ = [
     "CSim",

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeann import ir
 from edgeann.errors import EdgeannError
-from edgeann.firmware.hls import HlsProject, Port, as_project, firmware_sha256, write_project
+from edgeann.backends.hls.hls import HlsProject, Port, as_project, firmware_sha256, write_project
 
 BRIDGE = Path(__file__).parent / "templates" / "csim_bridge.cpp"
 CACHE_DIR = "csim"

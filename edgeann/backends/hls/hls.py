@@ -612,7 +612,7 @@ def write_project(
     """Write the hls4ml project of ``graph`` into ``outdir`` (which must not exist or be empty).
 
     ``trace`` adds hls4ml's per-layer output hooks (``#ifndef __SYNTHESIS__``, so C simulation only), which
-    :meth:`edgeann.firmware.csim.CSim.trace` reads; it is for diagnosis, not for the firmware you ship.
+    :meth:`edgeann.backends.hls.csim.CSim.trace` reads; it is for diagnosis, not for the firmware you ship.
     """
     options = options or HlsOptions()
     outdir = Path(outdir)
