@@ -35,12 +35,22 @@ from brevitas.quant import (
 )
 from torch import nn
 
+from edgeann import fused
 from edgeann.config import QuantConfig
+from edgeann.fused import (
+    FusedParameterFromRuntimeStatsScaling,
+    FusedPrescaledRestrictIntQuant,
+    FusedRescalingIntQuant,
+    FusedStatsFromParameterScaling,
+)
 from edgeann.layers import ChannelsFirst, ChannelsLastFlatten, QuantBatchNorm, Residual
 
 
 class FixedPointWeight(Int8WeightPerTensorFixedPoint):
     """Signed narrow-range weights with a per-tensor power-of-two scale (rounded to nearest)."""
+
+    tensor_quant = FusedRescalingIntQuant
+    scaling_impl = FusedStatsFromParameterScaling
 
 
 class FixedPointAct(Int8ActPerTensorFixedPoint):
@@ -48,6 +58,8 @@ class FixedPointAct(Int8ActPerTensorFixedPoint):
 
     float_to_int_impl_type = FloatToIntImplType.FLOOR
     collect_stats_steps = 100
+    tensor_quant = FusedRescalingIntQuant
+    scaling_impl = FusedParameterFromRuntimeStatsScaling
 
 
 class FixedPointUnsignedAct(Uint8ActPerTensorFixedPoint):
@@ -55,10 +67,14 @@ class FixedPointUnsignedAct(Uint8ActPerTensorFixedPoint):
 
     float_to_int_impl_type = FloatToIntImplType.FLOOR
     collect_stats_steps = 100
+    tensor_quant = FusedRescalingIntQuant
+    scaling_impl = FusedParameterFromRuntimeStatsScaling
 
 
 class FixedPointBias(Int16Bias):
     """Bias on the accumulator grid: scale = input scale x weight scale."""
+
+    tensor_quant = FusedPrescaledRestrictIntQuant
 
 
 def _stats_scalings(model: nn.Module) -> dict[str, ParameterFromRuntimeStatsScaling]:
@@ -129,7 +145,7 @@ class QuantLayers(ShapeLayers):
 
     def linear(self, name: str, n_in: int, n_out: int) -> nn.Module:
         q = self._bits(name)
-        return qnn.QuantLinear(
+        return fused.QuantLinear(
             n_in,
             n_out,
             bias=True,
@@ -149,7 +165,7 @@ class QuantLayers(ShapeLayers):
     def conv(self, name: str, dims: int, c_in: int, c_out: int, kernel, stride, padding) -> nn.Module:
         """A 1-D or 2-D convolution (channels-first inside the model); ``padding`` as PyTorch takes it."""
         q = self._bits(name)
-        return (qnn.QuantConv1d, qnn.QuantConv2d)[dims - 1](
+        return (fused.QuantConv1d, fused.QuantConv2d)[dims - 1](
             c_in,
             c_out,
             kernel,

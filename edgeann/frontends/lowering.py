@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from brevitas.quant_tensor import IntQuantTensor, QuantTensor
 
-from edgeann import ir
+from edgeann import fused, ir
 from edgeann.errors import EdgeannError
 from edgeann.layers import ChannelsFirst, ChannelsLastFlatten, QuantBatchNorm, Residual
 from edgeann.models import EdgeModel
@@ -51,7 +51,7 @@ def act_type(proxy, what: str) -> ir.FixedType:
 # (layer name, module, its quantized input, its output, is it the first layer) -> graph node(s): one node, several
 # (each reading the one before unless it names its inputs), or None for a layout change (the graph is channels-last)
 Lowering = Callable[[str, torch.nn.Module, object, object, bool], "ir.Node | list[ir.Node] | None"]
-LOWERINGS = Registry("Brevitas lowering")  # Brevitas layer type (exact) -> its lowering
+LOWERINGS = Registry("Brevitas lowering")  # Brevitas layer type (exact; edgeann.fused's too) -> its lowering
 lowers = LOWERINGS.register
 
 
@@ -86,6 +86,7 @@ def _weight_and_bias(name, mod, x) -> dict:
 
 
 @lowers(qnn.QuantLinear)
+@lowers(fused.QuantLinear)
 def _lower_linear(name, mod, x, out, first):
     return ir.Dense(name, [], **_weight_and_bias(name, mod, x))
 
@@ -100,6 +101,8 @@ def _same_pads(kernel: tuple[int, ...]) -> tuple[int, ...]:
 
 @lowers(qnn.QuantConv1d)
 @lowers(qnn.QuantConv2d)
+@lowers(fused.QuantConv1d)
+@lowers(fused.QuantConv2d)
 def _lower_conv(name, mod, x, out, first):
     if mod.groups != 1 or any(d != 1 for d in mod.dilation) or mod.padding_mode != "zeros":
         raise EdgeannError(f"{name}: only plain convolutions (groups 1, dilation 1, zero padding) are supported")

@@ -33,7 +33,7 @@ import torch
 from brevitas.quant_tensor import IntQuantTensor
 from torch import nn
 
-from edgeann import ir
+from edgeann import fused, ir
 from edgeann.config import GRUConfig, LSTMConfig
 from edgeann.errors import EdgeannError
 from edgeann.models import register_model
@@ -144,7 +144,7 @@ class _QuantRecurrent(_Recurrent):
         self.hidden_size, self.return_sequences = hidden, return_sequences
 
         def linear(fan_in: int) -> nn.Module:
-            return qnn.QuantLinear(fan_in, len(self.gates) * hidden, bias=True, weight_quant=weight_quant,
+            return fused.QuantLinear(fan_in, len(self.gates) * hidden, bias=True, weight_quant=weight_quant,
                                    bias_quant=bias_quant, return_quant_tensor=False)
 
         self._matrices(name, linear(n_in), linear(hidden))
@@ -169,12 +169,20 @@ class _QuantRecurrent(_Recurrent):
     def step(self, g: dict, gh: dict, h: IntQuantTensor, carry):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def recurrent_product(self, h: IntQuantTensor, weight: IntQuantTensor) -> torch.Tensor:
+        """``hh(h)`` with ``hh``'s weight quantized already: the bias, on the grid of h's scale x the weight
+        scale, is quantized here."""
+        bias = self.hh.bias_quant(self.hh.bias, h, weight)
+        return torch.nn.functional.linear(h.value, weight.value, bias.value)
+
     def forward(self, x):
         gi = self.ih(x)
-        h, carry, states = self.state(gi.new_zeros(gi.shape[0], self.hidden_size)), None, []
-        for t in range(gi.shape[1]):
-            h, carry = self.step(self.split(gi[:, t]), self.split(self.hh(h)), h, carry)
-            states.append(h.value)
+        weight = self.hh.quant_weight()  # once per sequence, not once per step: the weights do not change
+        with fused.scales_computed_once(self):  # the gate and state scales, likewise
+            h, carry, states = self.state(gi.new_zeros(gi.shape[0], self.hidden_size)), None, []
+            for t in range(gi.shape[1]):
+                h, carry = self.step(self.split(gi[:, t]), self.split(self.recurrent_product(h, weight)), h, carry)
+                states.append(h.value)
         if not self.return_sequences:
             return h
         return IntQuantTensor(torch.stack(states, dim=1), h.scale, h.zero_point, h.bit_width, h.signed, self.training)
