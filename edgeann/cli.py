@@ -90,15 +90,20 @@ def _overrides(**kw) -> dict:
 @click.option("--precision", metavar="TYPE", help="For a float ONNX model: post-training fixed point, e.g. 'ap_fixed<16,6>'.")
 @click.option("--synth", is_flag=True, help="Also run C synthesis when Vitis/Vivado HLS is on PATH.")
 @click.option("--allow-mismatch", is_flag=True, help="Exit 0 even when the firmware is not bit-exact.")
+@click.option("--trial", type=click.IntRange(min=0), help="SOURCE is a scan folder: export this trial's run.")
 @_fpga_options
-def export(source, fpga, out, force, precision, synth, allow_mismatch, backend, io_type, strategy, reuse_factor,
+def export(source, fpga, out, force, precision, synth, allow_mismatch, trial, backend, io_type, strategy, reuse_factor,
            clock_period, part):
-    """Firmware from SOURCE: a run directory from `edgeann train`, a QONNX model, or a float ONNX
-    model with --precision. Writes verification.json and report.json into the project."""
+    """Firmware from SOURCE: a run directory from `edgeann train`, a QONNX model, a float ONNX
+    model with --precision, or a scan folder with --trial. Writes verification.json and report.json into the project."""
     from edgeann.pipeline import export_firmware
 
     if not fpga:
         raise EdgeannError("nothing to do: `edgeann train` already exports ONNX and QONNX; add --fpga for firmware")
+    if trial is not None:
+        from edgeann.scan import default_trial_project, trial_run_dir
+
+        source, out = trial_run_dir(source, trial), out or default_trial_project(source, trial)
     project, result = export_firmware(
         source, out, _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
                                 clock_period=clock_period, part=part),
@@ -174,6 +179,40 @@ def run(flow, epochs, device, out, project, overrides, force, resume, synth, qui
     _train_summary(run_dir)
     proj, result = export_firmware(run_dir, target, fpga, force=force, synth=synth, echo=click.echo)
     _export_outcome(proj, result, False)
+
+
+@app.command()
+@click.argument("flow")
+@click.option("--space", "space", type=click.Path(path_type=Path), required=True, help="Space file (see scans/).")
+@click.option("--trials", type=int, default=20, show_default=True, help="Completed trials of the whole study.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes (Ray: trials at a time).")
+@click.option("--out", type=click.Path(path_type=Path), help="Scan folder (default scans/<space file name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override any flow key (repeatable).")
+@click.option("--ray", "ray", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run trials as Ray tasks: alone a local Ray (or $RAY_ADDRESS), or a cluster's HOST:PORT.")
+@click.option("--num-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Ray: CPUs per trial.")
+@click.option("--num-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Ray: GPUs per trial.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def scan(flow, space, trials, workers, out, overrides, ray, num_cpus, num_gpus, quiet):
+    """Pareto search over the flow keys of a SPACE file (bit widths, sparsity, layer sizes): Optuna in the
+    scan folder, local workers or Ray. Writes trials.csv, pareto.csv, pareto.png and summary.md."""
+    from edgeann.scan import run_scan
+
+    result = run_scan(flow, space, trials, workers, out, list(overrides), ray=ray, num_cpus=num_cpus,
+                      num_gpus=num_gpus, progress=not quiet, command=_scan_command(flow, space, trials, workers, out, overrides, ray),
+                      echo=click.echo)
+    click.echo(f"{result['folder']}: {sum(r['state'] == 'COMPLETE' for r in result['rows'])} completed trials, "
+               f"{len(result['pareto'])} on the Pareto front (trials {', '.join(str(r['trial']) for r in result['pareto'])}); "
+               f"see {result['folder'] / 'summary.md'}")
+
+
+def _scan_command(flow, space, trials, workers, out, overrides, ray) -> str:
+    import shlex
+
+    args = ["edgeann", "scan", str(flow), "--space", str(space), "--trials", str(trials), "--workers", str(workers)]
+    args += [a for s in overrides for a in ("--set", s)] + (["--out", str(out)] if out else [])
+    return shlex.join(args + (["--ray"] if ray == "local" else ["--ray", ray] if ray else []))
 
 
 @app.group()

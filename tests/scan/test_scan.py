@@ -1,0 +1,191 @@
+"""`edgeann scan` on the tiny synthetic flow: outputs, a killed worker, determinism, Ray, export of a trial."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeann.cli import main
+from edgeann.scan import run_scan
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_SCAN_FLOW = {
+    "name": "tiny_scan",
+    "seed": 3,
+    "data": {"source": "synthetic", "n_samples": 1200},
+    "model": {"family": "mlp", "hidden": [16, 8]},
+    "quantization": {"input_bits": 8, "weight_bits": 6, "activation_bits": 6, "output_bits": 8},
+    "pruning": {"method": "iterative", "target_sparsity": 0.5, "step": 0.25, "start": 0.0, "end": 0.5},
+    "training": {"epochs": 2, "batch_size": 128, "lr": 0.005, "device": "cpu"},
+}
+TINY_SPACE = {
+    "parameters": {
+        "quantization.weight_bits": {"type": "int", "low": 3, "high": 8},
+        "pruning.target_sparsity": {"type": "float", "low": 0.25, "high": 0.75, "step": 0.25},
+        "model.hidden": {"choices": [[16, 8], [8]]},
+    },
+    "objectives": [{"maximize": "accuracy"}, {"minimize": "bops"}],
+    "constraints": ["bops <= 12000"],
+    "seed": 3,  # its first draws differ, and both feasible and infeasible trials come out
+}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    flow, space = tmp_path / "tiny_scan.yaml", tmp_path / "space.yaml"
+    flow.write_text(yaml.safe_dump(TINY_SCAN_FLOW, sort_keys=False))
+    space.write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False))
+    return flow, space
+
+
+def read_rows(folder: Path) -> list[dict]:
+    with open(folder / "trials.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def scan_command(flow, space, out, trials, workers, *extra):
+    return [sys.executable, "-m", "edgeann", "scan", str(flow), "--space", str(space), "--trials", str(trials),
+            "--workers", str(workers), "--out", str(out), "-q", *extra]
+
+
+def scan_env():
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+@pytest.fixture(scope="module")
+def two_worker_scan(tmp_path_factory) -> Path:
+    """A 3-trial scan with 2 worker processes, shared by the tests that read its outputs."""
+    root = tmp_path_factory.mktemp("scan")
+    (root / "tiny_scan.yaml").write_text(yaml.safe_dump(TINY_SCAN_FLOW, sort_keys=False))
+    (root / "space.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False))
+    return run_scan(root / "tiny_scan.yaml", root / "space.yaml", 3, workers=2, out=root / "s", progress=False,
+                    echo=lambda *a: None)["folder"]
+
+
+def test_two_workers_write_every_output(two_worker_scan):
+    folder = two_worker_scan
+    rows = read_rows(folder)
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    for r in rows:
+        run = folder / r["run_dir"]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert float(r["accuracy"]) == metrics["test"]["accuracy"] and float(r["bops"]) == metrics["bops"]
+        assert r["onnx_exact"] == "True" and (run / "model.onnx").is_file() and (run / "graph.npz").is_file()
+        assert r["feasible"] == str(metrics["bops"] <= 12000)
+        assert (run / "checkpoints").is_dir() == (r["pareto"] == "True")  # checkpoints kept for the front only
+    with open(folder / "pareto.csv") as fh:
+        front = list(csv.DictReader(fh))
+    assert front and all(r["feasible"] == "True" for r in front)
+    assert {r["trial"] for r in front} == {r["trial"] for r in rows if r["pareto"] == "True"}
+    assert (folder / "pareto.png").stat().st_size > 10_000
+    summary = (folder / "summary.md").read_text()
+    assert "`bops <= 12000`" in summary and f"edgeann export {folder} --trial" in summary
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_worker_s_trial_is_rerun_and_counted_once(tiny, tmp_path):
+    flow, space = tiny
+    out = tmp_path / "s"
+    proc = subprocess.Popen(scan_command(flow, space, out, 3, 2), env=scan_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    beats = out / ".heartbeats"
+    _wait_for(lambda: (out / "workers.json").is_file() and beats.is_dir() and len(list(beats.iterdir())) == 2, 240,
+              "two trials running")
+    victim = json.loads((out / "workers.json").read_text())[0]
+    os.kill(victim, signal.SIGKILL)  # mid-trial: its trial stays RUNNING in the journal
+    output, _ = proc.communicate(timeout=300)
+    assert f"pid {victim}) ended with signal 9" in output, output
+    again = subprocess.run(scan_command(flow, space, out, 3, 2), env=scan_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = read_rows(out)
+    assert sum(r["state"] == "COMPLETE" for r in rows) == 3
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert len(failed) == 1 and failed[0]["note"].startswith(f"abandoned: its process {victim} is gone")
+    retry = next(r for r in rows if r["note"] == f"re-run of trial {failed[0]['trial']}")
+    assert retry["state"] == "COMPLETE"
+    assert [retry[k] for k in TINY_SPACE["parameters"]] == [failed[0][k] for k in TINY_SPACE["parameters"]]
+    assert not (out / f"trials/trial_{int(failed[0]['trial']):04d}").exists()
+
+
+def test_one_worker_with_a_fixed_seed_is_deterministic_and_a_rerun_continues_to_the_new_total(tiny, tmp_path):
+    flow, space = tiny
+    quiet = {"progress": False, "echo": lambda *a: None}
+    runs = [read_rows(run_scan(flow, space, 2, out=tmp_path / name, **quiet)["folder"]) for name in ("a", "b")]
+    keys = [*TINY_SPACE["parameters"], "accuracy", "auc", "bops", "sparsity", "state"]
+    assert [[r[k] for k in keys] for r in runs[0]] == [[r[k] for k in keys] for r in runs[1]]
+    params = [tuple(r[k] for k in TINY_SPACE["parameters"]) for r in runs[0]]
+    assert len(set(params)) == 2  # the sampler did move
+
+    run_scan(flow, space, 3, out=tmp_path / "b", **quiet)  # the same study, a larger total: one more trial
+    rows = read_rows(tmp_path / "b")
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3 and [[r[k] for k in keys] for r in rows[:2]] == \
+        [[r[k] for k in keys] for r in runs[1]]
+
+
+def test_ray_local_runs_the_same_trials(tiny, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install -e '.[ray]')")
+    flow, space = tiny
+    proc = subprocess.run(scan_command(flow, space, tmp_path / "s", 1, 1, "--ray"), env=scan_env(),
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_rows(tmp_path / "s")
+    assert [r["state"] for r in rows] == ["COMPLETE"]
+    assert all(json.loads((tmp_path / "s" / r["run_dir"] / "metrics.json").read_text())["onnx_exact"] for r in rows)
+
+
+@pytest.mark.csim
+def test_export_of_a_pareto_trial_is_bit_exact(two_worker_scan, tmp_path, capsys):
+    folder = two_worker_scan
+    trial = next(r for r in read_rows(folder) if r["pareto"] == "True")["trial"]
+    project = tmp_path / "fw"
+    code = main(["export", str(folder), "--trial", trial, "--fpga", "--out", str(project)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert json.loads((project / "verification.json").read_text())["exact"] is True
+    assert json.loads((project / "edgeann" / "source.json").read_text())["source"] == str(
+        (folder / f"trials/trial_{int(trial):04d}").resolve())
+
+
+def test_export_of_a_trial_the_scan_does_not_have(two_worker_scan, capsys):
+    code = main(["export", str(two_worker_scan), "--trial", "99", "--fpga"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("edgeann: error: ") and "no completed trial 99 (completed: 0, 1, 2)" in err
+
+
+def test_ray_cluster_of_two_nodes_shares_the_trials(tiny, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install -e '.[ray]')")
+    from ray.cluster_utils import Cluster
+
+    from edgeann.scan.study import Scan
+
+    flow, space = tiny
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        proc = subprocess.run(scan_command(flow, space, tmp_path / "s", 2, 2, "--ray", cluster.address),
+                              env=scan_env(), capture_output=True, text=True, timeout=400)
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = Scan.load(tmp_path / "s").study().get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    assert len({t.user_attrs["ray_node"] for t in trials}) == 2  # one CPU per node, one trial per CPU
