@@ -73,25 +73,41 @@ def _overrides(**kw) -> dict:
 @app.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--fpga", is_flag=True, help="Build hls4ml firmware, compile its C simulation and verify it bit for bit.")
-@click.option("--out", type=click.Path(path_type=Path), help="Project directory (default hls_projects/<name>).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Project directory (default hls_projects/<name>; with --rtl alone hls_projects/<name>_rtl).")
 @click.option("--force", is_flag=True, help="Replace an existing project directory.")
 @click.option("--precision", metavar="TYPE", help="For a float ONNX model: post-training fixed point, e.g. 'ap_fixed<16,6>'.")
 @click.option("--synth", is_flag=True, help="Also run C synthesis when Vitis/Vivado HLS is on PATH.")
+@click.option("--rtl", is_flag=True, help="Open-source RTL: alkaid Verilog, Verilator simulation verified bit for bit, "
+                                         "Yosys synthesis (with --fpga: written to OUT/rtl).")
+@click.option("--no-synth", is_flag=True, help="With --rtl: skip Yosys and keep alkaid's resource estimate.")
 @click.option("--allow-mismatch", is_flag=True, help="Exit 0 even when the firmware is not bit-exact.")
 @_fpga_options
-def export(source, fpga, out, force, precision, synth, allow_mismatch, backend, io_type, strategy, reuse_factor,
-           clock_period, part):
+def export(source, fpga, out, force, precision, synth, rtl, no_synth, allow_mismatch, backend, io_type, strategy,
+           reuse_factor, clock_period, part):
     """Firmware from SOURCE: a run directory from `edgeann train`, a QONNX model, or a float ONNX
     model with --precision. Writes verification.json and report.json into the project."""
-    from edgeann.pipeline import export_firmware
+    from edgeann.pipeline import export_firmware, export_rtl
 
-    if not fpga:
-        raise EdgeannError("nothing to do: `edgeann train` already exports ONNX and QONNX; add --fpga for firmware")
-    project, result = export_firmware(
-        source, out, _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
-                                clock_period=clock_period, part=part),
-        force=force, precision=precision, synth=synth, echo=click.echo)
-    _verification_outcome(project, result, allow_mismatch)
+    if not fpga and not rtl:
+        raise EdgeannError("nothing to do: `edgeann train` already exports ONNX and QONNX; add --fpga for hls4ml "
+                           "firmware or --rtl for open-source Verilog")
+    overrides = _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
+                           clock_period=clock_period, part=part)
+    results = []
+    if fpga:
+        project, result = export_firmware(source, out, overrides, force=force, precision=precision, synth=synth,
+                                          echo=click.echo)
+        _verification_outcome(project, result, allow_mismatch=True)
+        results.append(result)
+    if rtl:
+        rtl_out = (project / "rtl") if fpga else out
+        rtl_project, rtl_result = export_rtl(source, rtl_out, overrides, force=force, precision=precision,
+                                             synth=not no_synth, echo=click.echo)
+        _verification_outcome(rtl_project, rtl_result, allow_mismatch=True)
+        results.append(rtl_result)
+    if not allow_mismatch and not all(r["exact"] for r in results):
+        raise click.exceptions.Exit(1)
 
 
 def _verification_outcome(project: Path, result: dict, allow_mismatch: bool) -> None:

@@ -193,18 +193,29 @@ def _load_fpga_config(source: Path, is_run: bool):
     return load_flow(source / "flow.yaml").fpga if is_run else FpgaConfig()
 
 
-def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
-                    precision: str | None = None, synth: bool = False, min_vectors: int = 10_000,
-                    echo=print) -> tuple[Path, dict]:
-    """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification)."""
-    from edgeann import ir, onnx_qcdq
+def _fpga_config(source: Path, is_run: bool, overrides: dict | None):
     from edgeann.config import FpgaConfig
-    from edgeann.firmware import write_project
-    from edgeann.frontend import from_onnx, load_onnx, parse_precision
-    from edgeann.report import build_report, synthesize
-    from edgeann.verify import verification_inputs, verify
 
-    source = Path(source)
+    try:
+        fpga = _load_fpga_config(source, is_run).model_copy(update=overrides or {})
+        return FpgaConfig.model_validate(fpga.model_dump())
+    except Exception as e:
+        raise EdgeannError(f"bad FPGA option: {str(e).splitlines()[-1].strip()}") from None
+
+
+def _fresh_project_dir(project: Path, force: bool) -> Path:
+    if project.exists() and (not project.is_dir() or any(project.iterdir())):
+        if not force:
+            raise EdgeannError(f"output directory {project} already exists; use --force to replace it")
+        shutil.rmtree(project)
+    return project
+
+
+def _export_source(source: Path, precision: str | None):
+    """What an export reads: a finished run, or a foreign (Q)ONNX file. Returns (graph, kind, name, test inputs, is_run)."""
+    from edgeann import ir
+    from edgeann.frontend import from_onnx, load_onnx, parse_precision
+
     fixed_precision = parse_precision(precision) if precision else None
     is_run = source.is_dir()
     if is_run:
@@ -231,21 +242,15 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     else:
         raise EdgeannError(f"{source} not found (give a run directory or an .onnx file)")
 
-    try:
-        fpga = _load_fpga_config(source, is_run).model_copy(update=fpga_overrides or {})
-        fpga = FpgaConfig.model_validate(fpga.model_dump())
-    except Exception as e:
-        raise EdgeannError(f"bad FPGA option: {str(e).splitlines()[-1].strip()}") from None
-    options = hls_options(fpga, name)
-    project = Path(out) if out is not None else Path("hls_projects") / name
-    if project.exists() and (not project.is_dir() or any(project.iterdir())):
-        if not force:
-            raise EdgeannError(f"output directory {project} already exists; use --force to replace it")
-        shutil.rmtree(project)
+    return graph, kind, name, data_x, is_run
 
-    echo(f"writing the hls4ml project for {name} to {project} ({options.backend}, {options.io_type}, {options.strategy}, "
-         f"reuse {options.reuse_factor})")
-    write_project(graph, project, options)
+
+def _write_project_data(project: Path, graph, source: Path, kind: str, is_run: bool, data_x, min_vectors: int,
+                        precision: str | None):
+    """edgeann's own files in a project (graph, reference ONNX, verification inputs); returns (inputs, their description)."""
+    from edgeann import onnx_qcdq
+    from edgeann.verify import verification_inputs
+
     data = project / PROJECT_DATA
     data.mkdir()
     graph.save(data / "graph.npz")
@@ -259,6 +264,30 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     np.savez_compressed(data / "inputs.npz", x=x)
     write_json(data / "source.json", {"kind": kind, "source": str(source.resolve()), "inputs": desc,
                                       "precision": precision})
+
+    return x, desc
+
+
+def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
+                    precision: str | None = None, synth: bool = False, min_vectors: int = 10_000,
+                    echo=print) -> tuple[Path, dict]:
+    """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification)."""
+    from edgeann import onnx_qcdq
+    from edgeann.firmware import write_project
+    from edgeann.report import build_report, synthesize
+    from edgeann.verify import verify
+
+    source = Path(source)
+    graph, kind, name, data_x, is_run = _export_source(source, precision)
+    fpga = _fpga_config(source, is_run, fpga_overrides)
+    options = hls_options(fpga, name)
+    project = _fresh_project_dir(Path(out) if out is not None else Path("hls_projects") / name, force)
+
+    echo(f"writing the hls4ml project for {name} to {project} ({options.backend}, {options.io_type}, {options.strategy}, "
+         f"reuse {options.reuse_factor})")
+    write_project(graph, project, options)
+    x, desc = _write_project_data(project, graph, source, kind, is_run, data_x, min_vectors, precision)
+    data = project / PROJECT_DATA
 
     echo(f"compiling the C simulation and checking {len(x)} vectors against the reference")
     result = verify(graph, project, x, _references(project, kind), desc)
@@ -283,6 +312,53 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
         if report["synthesis"]["status"] == "skipped":
             echo(f"synthesis skipped: {report['synthesis']['reason']}")
     write_json(project / "report.json", report)
+    return project, result
+
+
+def export_rtl(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
+               precision: str | None = None, synth: bool = True, min_vectors: int = 10_000,
+               echo=print) -> tuple[Path, dict]:
+    """Turn a run (or a foreign ONNX/QONNX file) into a verified open-source RTL project (alkaid Verilog, Verilator,
+    Yosys); returns (project, verification). The part and clock come from the flow's ``fpga`` section."""
+    from edgeann.report import build_report
+    from edgeann.rtl import RtlOptions, check_supported, compile_simulation, write_project
+    from edgeann.rtl.report import backend_section, one_line
+    from edgeann.rtl.synth import synthesize, xilinx_family
+    from edgeann.verify import verify
+
+    source = Path(source)
+    graph, kind, name, data_x, is_run = _export_source(source, precision)
+    fpga = _fpga_config(source, is_run, fpga_overrides)
+    check_supported(graph)
+    if synth:
+        xilinx_family(fpga.part)  # refuse an unknown part before anything is written
+    project = _fresh_project_dir(Path(out) if out is not None else Path("hls_projects") / f"{name}_rtl", force)
+    options = RtlOptions(project_name=_identifier(name), part=fpga.part, clock_period=fpga.clock_period)
+    echo(f"writing alkaid Verilog for {name} to {project} ({fpga.part}, clock {fpga.clock_period:g} ns)")
+    t0 = time.perf_counter()
+    manifest = write_project(graph, project, options)
+    x, desc = _write_project_data(project, graph, source, kind, is_run, data_x, min_vectors, precision)
+    echo(f"building the Verilator simulation and checking {len(x)} vectors against the reference")
+    simulation = compile_simulation(graph, project)
+    result = verify(graph, project, x, _references(project, kind), desc, simulation=simulation)
+    write_json(project / "verification.json", result)
+
+    report = build_report(graph, hls_options(fpga, name))
+    report.pop("latency_estimate")  # hls4ml's; the RTL pipeline's latency is exact, below
+    report["options"] = manifest["options"]
+    synthesis = None
+    if synth:
+        echo(f"synthesizing with Yosys (synth_xilinx -family {xilinx_family(fpga.part)}); its first run on a machine "
+             "prepares a cache for a few minutes")
+        synthesis = synthesize(project, fpga.part)
+    report["synthesis"] = {"status": "done", "tool": "yosys"} if synth else {"status": "not requested"}
+    report["backends"] = {"rtl": backend_section(manifest, synthesis)}
+    report["seconds"] = {**manifest["seconds"], "simulation_build": round(simulation.compile_seconds, 1),
+                         "verification": result["csim_seconds"],
+                         "synthesis": synthesis["seconds"] if synthesis else None,
+                         "total": round(time.perf_counter() - t0, 1)}
+    write_json(project / "report.json", report)
+    echo(one_line(name, report["backends"]["rtl"]))
     return project, result
 
 
@@ -313,6 +389,11 @@ def verify_project(project: Path, inputs: Path | None = None) -> dict:
         if not np.all(np.isfinite(x)):
             raise EdgeannError(f"{inputs}: contains NaN or Inf")
         desc = {"file": str(inputs), "vectors": len(x)}
-    result = verify(graph, project, x, _references(project, meta["kind"]), desc)
+    simulation = None
+    if (project / "rtl.json").is_file():
+        from edgeann.rtl import compile_simulation
+
+        simulation = compile_simulation(graph, project)
+    result = verify(graph, project, x, _references(project, meta["kind"]), desc, simulation=simulation)
     write_json(project / "verification.json", result)
     return result
