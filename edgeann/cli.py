@@ -85,30 +85,47 @@ def _overrides(**kw) -> dict:
 @app.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--fpga", is_flag=True, help="Build hls4ml firmware, compile its C simulation and verify it bit for bit.")
-@click.option("--out", type=click.Path(path_type=Path), help="Project directory (default hls_projects/<name>).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Project directory (default hls_projects/<name>; with --rtl alone hls_projects/<name>_rtl).")
 @click.option("--force", is_flag=True, help="Replace an existing project directory.")
 @click.option("--precision", metavar="TYPE", help="For a float ONNX model: post-training fixed point, e.g. 'ap_fixed<16,6>'.")
 @click.option("--synth", is_flag=True, help="Also run C synthesis when Vitis/Vivado HLS is on PATH.")
+@click.option("--rtl", is_flag=True, help="Open-source RTL: alkaid Verilog, Verilator simulation verified bit for bit, "
+                                         "Yosys synthesis (with --fpga: written to OUT/rtl).")
+@click.option("--no-synth", is_flag=True, help="With --rtl: skip Yosys and keep alkaid's resource estimate.")
 @click.option("--allow-mismatch", is_flag=True, help="Exit 0 even when the firmware is not bit-exact.")
 @click.option("--trial", type=click.IntRange(min=0), help="SOURCE is a scan folder: export this trial's run.")
 @_fpga_options
-def export(source, fpga, out, force, precision, synth, allow_mismatch, trial, backend, io_type, strategy, reuse_factor,
-           clock_period, part):
+def export(source, fpga, out, force, precision, synth, rtl, no_synth, allow_mismatch, trial, backend, io_type, strategy,
+           reuse_factor, clock_period, part):
     """Firmware from SOURCE: a run directory from `edgeann train`, a QONNX model, a float ONNX
-    model with --precision, or a scan folder with --trial. Writes verification.json and report.json into the project."""
-    from edgeann.pipeline import export_firmware
+    model with --precision, or a scan folder with --trial. --fpga writes an hls4ml project, --rtl a Verilog one;
+    each gets verification.json, report.json and report.md."""
+    from edgeann.pipeline import export_firmware, export_rtl
 
-    if not fpga:
-        raise EdgeannError("nothing to do: `edgeann train` already exports ONNX and QONNX; add --fpga for firmware")
+    if not fpga and not rtl:
+        raise EdgeannError("nothing to do: `edgeann train` already exports ONNX and QONNX; add --fpga for hls4ml "
+                           "firmware or --rtl for open-source Verilog")
+    if no_synth and not rtl:
+        raise EdgeannError("--no-synth is for --rtl (hls4ml synthesis runs only with --synth)")
     if trial is not None:
         from edgeann.scan import default_trial_project, trial_run_dir
 
         source, out = trial_run_dir(source, trial), out or default_trial_project(source, trial)
-    project, result = export_firmware(
-        source, out, _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
-                                clock_period=clock_period, part=part),
-        force=force, precision=precision, synth=synth, echo=click.echo)
-    _export_outcome(project, result, allow_mismatch)
+    overrides = _overrides(backend=backend, io_type=io_type, strategy=strategy, reuse_factor=reuse_factor,
+                           clock_period=clock_period, part=part)
+    exported = []
+    if fpga:
+        exported.append(export_firmware(source, out, overrides, force=force, precision=precision, synth=synth,
+                                        echo=click.echo))
+    if rtl:
+        rtl_out = exported[0][0] / "rtl" if fpga else out
+        exported.append(export_rtl(source, rtl_out, overrides, force=force, precision=precision, synth=not no_synth,
+                                   echo=click.echo))
+    for project, result in exported:
+        _export_outcome(project, result, allow_mismatch=True)
+    if not allow_mismatch and not all(result["exact"] for _, result in exported):
+        raise click.exceptions.Exit(1)
 
 
 def _export_outcome(project: Path, result: dict, allow_mismatch: bool) -> None:
@@ -156,9 +173,10 @@ def verify(project, inputs, allow_mismatch):
 @click.option("--force", is_flag=True, help="Replace an existing run directory and project.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, then build firmware.")
 @click.option("--synth", is_flag=True, help="Also run C synthesis when Vitis/Vivado HLS is on PATH.")
+@click.option("--rtl", is_flag=True, help="Also write open-source RTL into PROJECT/rtl: Verilator-verified, Yosys cells.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_fpga_options
-def run(flow, epochs, device, out, project, overrides, force, resume, synth, quiet, backend, io_type, strategy,
+def run(flow, epochs, device, out, project, overrides, force, resume, synth, rtl, quiet, backend, io_type, strategy,
         reuse_factor, clock_period, part):
     """The whole line on FLOW (default jet_mlp): train -> export -> firmware -> C simulation -> verify -> report."""
     from edgeann.config import load_flow
@@ -166,7 +184,7 @@ def run(flow, epochs, device, out, project, overrides, force, resume, synth, qui
     if force and resume:
         raise EdgeannError("--force and --resume exclude each other")
     cfg = load_flow(flow, list(overrides), epochs=epochs, device=device)
-    from edgeann.pipeline import default_project_dir, default_run_dir, export_firmware, train_run
+    from edgeann.pipeline import default_project_dir, default_run_dir, export_firmware, export_rtl, train_run
 
     run_dir = Path(out) if out else default_run_dir(cfg)
     target = Path(project) if project else default_project_dir(run_dir)
@@ -178,7 +196,12 @@ def run(flow, epochs, device, out, project, overrides, force, resume, synth, qui
     run_dir = train_run(cfg, run_dir, force=force, resume=resume, progress=not quiet)
     _train_summary(run_dir)
     proj, result = export_firmware(run_dir, target, fpga, force=force, synth=synth, echo=click.echo)
-    _export_outcome(proj, result, False)
+    _export_outcome(proj, result, allow_mismatch=rtl)
+    if rtl:
+        rtl_proj, rtl_result = export_rtl(run_dir, proj / "rtl", fpga, force=force, echo=click.echo)
+        _export_outcome(rtl_proj, rtl_result, allow_mismatch=True)
+        if not (result["exact"] and rtl_result["exact"]):
+            raise click.exceptions.Exit(1)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The whole line in one place:
 
-    flow YAML -> data -> model -> train -> export -> firmware -> C simulation -> verify -> report
+    flow YAML -> data -> model -> train -> export -> fixed-point graph -> back ends (hls4ml, RTL)
+        -> simulation -> verify -> report
 
 Each stage is a plain function in its own module; this file only strings them together and
 owns the run directory. Nothing is written until the flow and the data have been validated,
@@ -159,7 +160,7 @@ def _finish_run(run_dir, flow, splits, result, train_time, test_logits, val_logi
 
 
 # ---------------------------------------------------------------------------------------------
-# export --fpga -> firmware -> C simulation -> verify -> report
+# export --fpga / --rtl -> back end project -> simulation -> verify -> report
 
 PROJECT_DATA = "edgeann"  # edgeann's own files inside a firmware project
 
@@ -226,22 +227,11 @@ def _publish(staging: Path, project: Path) -> None:
     os.rename(staging, project)
 
 
-def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
-                    precision: str | None = None, synth: bool = False, min_vectors: int = 10_000,
-                    echo=print) -> tuple[Path, dict]:
-    """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification).
-
-    The project is built in a hidden sibling folder (``.<name>.partial-*``) and renamed into place only once
-    every file, verification.json and report.json included, is written: an interrupted or failed export leaves
-    no project that looks complete, and does not touch an existing one (replaced with ``force`` only then).
-    """
+def _export_source(source: Path, precision: str | None):
+    """What an export reads: a finished run, or a foreign (Q)ONNX file. Returns (graph, kind, is_run)."""
     from edgeann import ir
-    from edgeann.config import FpgaConfig
     from edgeann.frontends.onnx_import import from_onnx, load_onnx, parse_precision
-    from edgeann.report import synthesize
-    from edgeann.summary import write_report_md
 
-    source = Path(source)
     fixed_precision = parse_precision(precision) if precision else None
     is_run = source.is_dir()
     if is_run:
@@ -257,36 +247,72 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
             graph = ir.Graph.load(source / "graph.npz")
         except Exception as e:
             raise EdgeannError(f"{source / 'graph.npz'} is corrupt ({type(e).__name__})") from None
-        kind = "run"
-    elif source.is_file():
+        return graph, "run", True
+    if source.is_file():
         model = load_onnx(source)
         quantized = any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node)
-        graph = from_onnx(source, fixed_precision)
-        kind = "qonnx" if quantized else "float"
-    else:
-        raise EdgeannError(f"{source} not found (give a run directory or an .onnx file)")
+        return from_onnx(source, fixed_precision), "qonnx" if quantized else "float", False
+    raise EdgeannError(f"{source} not found (give a run directory or an .onnx file)")
+
+
+def _fpga_config(source: Path, is_run: bool, overrides: dict | None):
+    from edgeann.config import FpgaConfig
 
     try:
-        fpga = _load_fpga_config(source, is_run).model_copy(update=fpga_overrides or {})
-        fpga = FpgaConfig.model_validate(fpga.model_dump())
+        fpga = _load_fpga_config(source, is_run).model_copy(update=overrides or {})
+        return FpgaConfig.model_validate(fpga.model_dump())
     except Exception as e:
         raise EdgeannError(f"bad FPGA option: {str(e).splitlines()[-1].strip()}") from None
+
+
+def _build_and_publish(project: Path, force: bool, build):
+    """Run ``build(staging)`` in a hidden sibling folder (``.<name>.partial-*``) and rename it into place only once
+    every file, verification.json and report.json included, is written: an interrupted or failed export leaves no
+    project that looks complete, and does not touch an existing one (replaced with ``force`` only then). A tool
+    failure whose message names a log in the build keeps the build as ``<name>.failed`` and names the log there."""
+    from edgeann.summary import write_report_md
+
+    project.parent.mkdir(parents=True, exist_ok=True)
+    staging = make_unique_dir(project.parent, f".{project.name}.partial-")
+    try:
+        out = build(staging)
+        write_report_md(staging, shown_as=project)
+        _check_project_dir(project, force)  # nothing appeared there meanwhile
+        _publish(staging, project)
+    except EdgeannError as e:
+        if str(staging) not in str(e):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # a tool failed and its message names a log in the build: keep the build where the message can point
+        failed = project.parent / f"{project.name}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        os.rename(staging, failed)
+        raise EdgeannError(str(e).replace(str(staging), str(failed))) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
+                    precision: str | None = None, synth: bool = False, min_vectors: int = 10_000,
+                    echo=print) -> tuple[Path, dict]:
+    """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification).
+    The project is published whole or not at all (:func:`_build_and_publish`)."""
+    from edgeann.report import synthesize
+    from edgeann.summary import write_report_md
+
+    source = Path(source)
+    graph, kind, is_run = _export_source(source, precision)
+    fpga = _fpga_config(source, is_run, fpga_overrides)
     options = hls_options(fpga, graph.name)
     project = Path(out) if out is not None else default_project_dir(source)
     _check_project_dir(project, force)
 
     echo(f"writing the hls4ml project for {graph.name} to {project} ({options.backend}, {options.io_type}, "
          f"{options.strategy}, reuse {options.reuse_factor})")
-    project.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_unique_dir(project.parent, f".{project.name}.partial-")
-    try:
-        result, report = _build_project(staging, source, kind, graph, options, precision, min_vectors, synth, echo)
-        write_report_md(staging, shown_as=project)
-        _check_project_dir(project, force)  # nothing appeared there meanwhile
-        _publish(staging, project)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    result, report = _build_and_publish(project, force, lambda staging: _build_project(
+        staging, source, kind, graph, options, precision, min_vectors, synth, echo))
     echo(_input_summary(report["input"], project))
     if synth:  # in the published project: the vendor tool's own project records its absolute paths
         report["synthesis"] = synthesize(project, options)
@@ -297,21 +323,83 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     return project, result
 
 
-def _build_project(project: Path, source: Path, kind: str, graph, options, precision: str | None, min_vectors: int,
-                   synth: bool, echo) -> tuple[dict, dict]:
-    """Write, compile and verify the whole project into the (empty) folder ``project``; returns its verification
-    and report."""
-    from edgeann.backends import onnx_qcdq
-    from edgeann.backends.hls import compile_csim, write_project
-    from edgeann.backends.hls.testbench import write_testbench_data
+def default_rtl_project_dir(source: Path) -> Path:
+    """``hls_projects/<run folder name>_rtl``: beside the hls4ml project of the same run."""
+    project = default_project_dir(source)
+    return project.with_name(f"{project.name}_rtl")
+
+
+def export_rtl(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
+               precision: str | None = None, synth: bool = True, min_vectors: int = 10_000,
+               echo=print) -> tuple[Path, dict]:
+    """Turn a run (or a foreign ONNX/QONNX file) into a verified open-source RTL project (alkaid Verilog, Verilator,
+    Yosys); returns (project, verification). The part and clock come from the flow's ``fpga`` section. Published
+    whole or not at all, like the hls4ml project."""
+    from edgeann.backends.rtl import RtlOptions, check_supported
+    from edgeann.backends.rtl.report import one_line
+    from edgeann.backends.rtl.synth import xilinx_family
+
+    source = Path(source)
+    graph, kind, is_run = _export_source(source, precision)
+    fpga = _fpga_config(source, is_run, fpga_overrides)
+    check_supported(graph)
+    if synth:
+        xilinx_family(fpga.part)  # refuse an unknown part before anything is written
+    project = Path(out) if out is not None else default_rtl_project_dir(source)
+    _check_project_dir(project, force)
+    options = RtlOptions(project_name=_identifier(graph.name), part=fpga.part, clock_period=fpga.clock_period)
+    echo(f"writing alkaid Verilog for {graph.name} to {project} ({fpga.part}, clock {fpga.clock_period:g} ns)")
+    result, report = _build_and_publish(project, force, lambda staging: _build_rtl_project(
+        staging, source, kind, graph, fpga, options, precision, min_vectors, synth, echo))
+    echo(one_line(graph.name, report["backends"]["rtl"]))
+    return project, result
+
+
+def _build_rtl_project(project: Path, source: Path, kind: str, graph, fpga, options, precision: str | None,
+                       min_vectors: int, synth: bool, echo) -> tuple[dict, dict]:
+    from edgeann.backends.rtl import compile_simulation, write_project
+    from edgeann.backends.rtl.report import backend_section
+    from edgeann.backends.rtl.synth import synthesize, xilinx_family
     from edgeann.report import build_report
-    from edgeann.verify import verification_inputs, verify
+    from edgeann.verify import verify
+
+    t0 = time.perf_counter()
+    manifest = write_project(graph, project, options)
+    x, desc, _, _ = _write_project_data(project, graph, source, kind, precision, min_vectors)
+    echo(f"building the Verilator simulation and checking {len(x)} vectors against the reference")
+    simulation = compile_simulation(graph, project)
+    result = verify(graph, project, x, _references(project, kind), desc, simulation=simulation)
+    write_json(project / "verification.json", result)
+
+    report = build_report(graph, hls_options(fpga, graph.name))
+    report.pop("latency_estimate")  # hls4ml's; the RTL pipeline's latency is exact, below
+    report["options"] = manifest["options"]
+    report["input"] = _firmware_input(graph, source, kind, project / PROJECT_DATA)
+    synthesis = None
+    if synth:
+        echo(f"synthesizing with Yosys (synth_xilinx -family {xilinx_family(fpga.part)}); its first run on a machine "
+             "prepares a cache for a few minutes")
+        synthesis = synthesize(project, fpga.part)
+    report["synthesis"] = {"status": "done", "tool": "yosys"} if synth else {"status": "not requested"}
+    report["backends"] = {"rtl": backend_section(manifest, synthesis)}
+    report["seconds"] = {**manifest["seconds"], "simulation_build": round(simulation.compile_seconds, 1),
+                         "verification": result["csim_seconds"],
+                         "synthesis": synthesis["seconds"] if synthesis else None,
+                         "total": round(time.perf_counter() - t0, 1)}
+    write_json(project / "report.json", report)
+    return result, report
+
+
+def _write_project_data(project: Path, graph, source: Path, kind: str, precision: str | None, min_vectors: int):
+    """edgeann's own files in a project (graph, reference ONNX, verification inputs); returns (inputs, their
+    description, the run's test inputs and labels or None)."""
+    from edgeann.backends import onnx_qcdq
+    from edgeann.verify import verification_inputs
 
     data_x = labels = None
     if kind == "run" and (source / "test_data.npz").is_file():
         with np.load(source / "test_data.npz") as test_data:
             data_x, labels = test_data["x"], test_data["y"]
-    write_project(graph, project, options)
     data = project / PROJECT_DATA
     data.mkdir()
     graph.save(data / "graph.npz")
@@ -325,6 +413,22 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     np.savez_compressed(data / "inputs.npz", x=x)
     write_json(data / "source.json", {"kind": kind, "source": str(source.resolve()), "inputs": desc,
                                       "precision": precision})
+    return x, desc, data_x, labels
+
+
+def _build_project(project: Path, source: Path, kind: str, graph, options, precision: str | None, min_vectors: int,
+                   synth: bool, echo) -> tuple[dict, dict]:
+    """Write, compile and verify the whole project into the (empty) folder ``project``; returns its verification
+    and report."""
+    from edgeann.backends import onnx_qcdq
+    from edgeann.backends.hls import compile_csim, write_project
+    from edgeann.backends.hls.testbench import write_testbench_data
+    from edgeann.report import build_report
+    from edgeann.verify import verify
+
+    write_project(graph, project, options)
+    x, desc, data_x, labels = _write_project_data(project, graph, source, kind, precision, min_vectors)
+    data = project / PROJECT_DATA
 
     echo(f"compiling the C simulation and checking {len(x)} vectors against the reference")
     result = verify(graph, project, x, _references(project, kind), desc)
@@ -404,12 +508,18 @@ def _input_summary(desc: dict, project: Path) -> str:
 VERIFY_RECORD = "verification.verify.json"  # `edgeann verify` on the export's own vectors
 
 
+def is_rtl_project(project: Path) -> bool:
+    return (Path(project) / "rtl.json").is_file()  # edgeann.backends.rtl.project.MANIFEST (not imported: alkaid)
+
+
 def project_files(project: Path) -> list[str]:
     """The files a complete project has (relative paths): edgeann's records and data, and the firmware sources."""
     from edgeann.backends.hls.hls import MANIFEST
 
-    files = ["verification.json", "report.json", MANIFEST, *(f"{PROJECT_DATA}/{name}" for name in
-             ("graph.npz", "source.json", "inputs.npz", "reference.onnx"))]
+    data = [f"{PROJECT_DATA}/{name}" for name in ("graph.npz", "source.json", "inputs.npz", "reference.onnx")]
+    if is_rtl_project(project):  # export --rtl
+        return ["verification.json", "report.json", "rtl.json", *data, "model/fsm.json.gz"]
+    files = ["verification.json", "report.json", MANIFEST, *data]
     try:
         top = json.loads((project / MANIFEST).read_text())["top_function"]
     except (OSError, ValueError, KeyError):
@@ -460,6 +570,11 @@ def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dic
             raise EdgeannError(f"{inputs}: contains NaN or Inf")
         desc = {"file": str(inputs), "vectors": len(x)}
         record = project / f"verification.{Path(inputs).stem}.json"
-    result = verify(graph, project, x, _references(project, meta["kind"]), desc)
+    simulation = None
+    if is_rtl_project(project):
+        from edgeann.backends.rtl import compile_simulation
+
+        simulation = compile_simulation(graph, project)
+    result = verify(graph, project, x, _references(project, meta["kind"]), desc, simulation=simulation)
     write_json(record, result)
     return record, result

@@ -29,6 +29,11 @@ def project_records(project: Path) -> dict:
     records = {name: _load(project / f"{name}.json") for name in ("report", "verification")}
     source = _load(project / "edgeann" / "source.json") or {}
     run_dir = Path(source["source"]) if source.get("kind") == "run" and source.get("source") else None
+    rtl = _load(project / "rtl" / "report.json")  # export --fpga --rtl: the RTL project inside the hls4ml one
+    if rtl and records["report"] is not None and rtl.get("backends"):
+        records["report"] = {**records["report"],
+                             "backends": {**(records["report"].get("backends") or {}), **rtl["backends"]}}
+        records["rtl_verification"] = _load(project / "rtl" / "verification.json")
     records["source"] = source
     records["run_dir"] = run_dir if run_dir is not None and run_dir.is_dir() else None
     records["metrics"] = _load(run_dir / "metrics.json") if records["run_dir"] else None
@@ -70,6 +75,12 @@ def _resources(report: dict) -> str:
         return "; ".join(found)
     reason = synth.get("reason") if synth.get("status") == "skipped" else "no synthesis run"
     return f"not known ({reason})" if reason else "not known"
+
+
+def _backend_latencies(report: dict) -> list[tuple[str, dict]]:
+    """(back end, latency) for the back ends whose pipelines report an exact latency (the RTL one)."""
+    return [(name, entry["latency"]) for name, entry in (report.get("backends") or {}).items()
+            if isinstance((entry or {}).get("latency"), dict) and entry["latency"].get("cycles") is not None]
 
 
 def _exactness(v: dict) -> str:
@@ -118,13 +129,21 @@ def summary_rows(project: Path, records: dict | None = None, shown_as: Path | No
     if totals:
         rows.append(("BOPs", f"{totals['bops']:.4g}"))
         rows.append(("multipliers", _multipliers(totals, options.get("reuse_factor", 1))))
-    rows.append(("latency", _latency(report.get("latency_estimate") or {}, options.get("clock_period"))))
+    if report.get("latency_estimate") or not _backend_latencies(report):
+        rows.append(("latency", _latency(report.get("latency_estimate") or {}, options.get("clock_period"))))
+    for backend, lat in _backend_latencies(report):
+        rows.append((f"latency ({backend})", f"{lat['cycles']} cycles = {lat['ns']:g} ns at {lat['clock_period_ns']:g} "
+                                             f"ns, initiation interval {lat['initiation_interval']} ({lat['pipeline_stages']} "
+                                             "pipeline stages)"))
     rows.append(("resources", _resources(report)))
     inp = _input(report, shown)
     if inp:
         rows.append(("firmware input", inp))
     if verification:
-        rows.append(("bit-exact", _exactness(verification)))
+        rows.append(("bit-exact" if verification.get("backend", "hls4ml") == "hls4ml" else
+                     f"bit-exact ({verification['backend']})", _exactness(verification)))
+    if rec.get("rtl_verification"):
+        rows.append(("bit-exact (rtl)", _exactness(rec["rtl_verification"])))
     rows.append(("project", str(shown)))
     if rec["run_dir"]:
         rows.append(("run", str(rec["run_dir"])))

@@ -66,18 +66,43 @@ def verification_inputs(graph: ir.Graph, data: np.ndarray | None, minimum: int =
     return np.concatenate(parts), desc
 
 
-def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[str, Callable[[np.ndarray], np.ndarray]],
-           inputs_description: dict | None = None) -> dict:
-    """Run the C simulation on ``x`` and compare it with each reference; the first one is primary."""
-    from edgeann.backends.hls import compile_csim, first_divergence, firmware_sha256
+class HlsSimulation:
+    """The hls4ml project's g++ C simulation behind the simulator contract :func:`verify` reads: ``predict(x)``,
+    ``sha256()``, ``first_divergence(graph, rows)``, ``backend`` and ``description``."""
 
-    project_dir = Path(project_dir).resolve()
+    backend = "hls4ml"
+    description = "firmware C simulation"
+
+    def __init__(self, project_dir: Path):
+        from edgeann.backends.hls import compile_csim
+
+        self.project_dir = Path(project_dir).resolve()
+        self.csim = compile_csim(self.project_dir)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.csim.predict(x)
+
+    def sha256(self) -> str:
+        from edgeann.backends.hls import firmware_sha256
+
+        return firmware_sha256(self.project_dir)
+
+    def first_divergence(self, graph: ir.Graph, rows: np.ndarray):
+        from edgeann.backends.hls import first_divergence
+
+        return first_divergence(graph, self.project_dir, rows)
+
+
+def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[str, Callable[[np.ndarray], np.ndarray]],
+           inputs_description: dict | None = None, simulation=None) -> dict:
+    """Run a back end's simulation on ``x`` (by default the hls4ml C simulation of ``project_dir``) and compare it
+    with each reference; the first one is primary."""
     lsb = graph.infos()[graph.outputs[0]].type.scale
     t0 = time.perf_counter()
-    csim = compile_csim(project_dir)
-    t_compile = time.perf_counter() - t0
+    sim = simulation if simulation is not None else HlsSimulation(project_dir)
+    t_compile = time.perf_counter() - t0 + getattr(sim, "compile_seconds", 0.0)
     t0 = time.perf_counter()
-    fw = csim.predict(x).reshape(len(x), -1)
+    fw = sim.predict(x).reshape(len(x), -1)
     t_csim = time.perf_counter() - t0
     comparisons = {}
     for name, reference in references.items():
@@ -96,7 +121,9 @@ def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[s
         "max_lsb_diff": primary["max_lsb_diff"],
         "reference": primary_name,
         "comparisons": comparisons,
-        "firmware_sha256": firmware_sha256(project_dir),
+        "backend": sim.backend,
+        "simulation": sim.description,
+        "firmware_sha256": sim.sha256(),
         "inputs": inputs_description or {"given": len(x)},
         "csim_seconds": round(t_csim, 3),
         "csim_vectors_per_second": round(len(x) / max(t_csim, 1e-9)),
@@ -106,7 +133,7 @@ def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[s
     if not all(c["exact"] for c in comparisons.values()):
         bad = np.flatnonzero(np.any(fw != np.asarray(next(iter(references.values()))(x), np.float64).reshape(len(x), -1), axis=1))
         rows = x[bad[:256]] if len(bad) else x[:256]
-        div = first_divergence(graph, project_dir, rows)
+        div = sim.first_divergence(graph, rows)
         result["first_divergence"] = None if div is None else {"layer": div.layer, "samples": div.n_mismatch,
                                                                "max_lsb_diff": div.max_lsb_diff}
     result["summary"] = summary(result)
@@ -115,7 +142,7 @@ def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[s
 
 def summary(v: dict) -> str:
     head = (f"{v['n_samples']} vectors x {v['n_outputs'] // max(v['n_samples'], 1)} outputs: "
-            f"firmware C simulation vs {v['reference']}: ")
+            f"{v.get('simulation', 'firmware C simulation')} vs {v['reference']}: ")
     if v["exact"]:
         text = head + "bit-exact (all outputs equal)"
     else:

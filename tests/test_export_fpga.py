@@ -191,3 +191,31 @@ def test_option_errors(trained_run, tmp_path, capsys):
     assert "add --fpga" in capsys.readouterr().err
     with pytest.raises(EdgeannError, match="expected ap_fixed"):
         export_firmware(tmp_path / "x.onnx", precision="float16")
+
+
+def test_a_tool_failure_naming_a_log_keeps_the_build_where_the_message_points(tmp_path):
+    """A failed build is not published; when the error names a log inside it, the build stays as <name>.failed and
+    the message names the log there (so `read <log>` works), and an existing project is untouched."""
+    from edgeann.pipeline import _build_and_publish
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "keep.txt").write_text("old")
+
+    def failing(staging):
+        (staging / "build.log").write_text("the compiler said no")
+        raise EdgeannError(f"Verilator failed (exit 2); read {staging / 'build.log'}")
+
+    with pytest.raises(EdgeannError) as e:
+        _build_and_publish(project, True, failing)
+    log = tmp_path / "proj.failed" / "build.log"
+    assert str(e.value) == f"Verilator failed (exit 2); read {log}" and log.read_text() == "the compiler said no"
+    assert (project / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj", "proj.failed"]
+
+    def other(staging):
+        raise EdgeannError("something unrelated")
+
+    with pytest.raises(EdgeannError, match="^something unrelated$"):
+        _build_and_publish(project, True, other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj", "proj.failed"]  # no partial folder left

@@ -241,13 +241,18 @@ def check_against_flow(space: Space, flow, base_overrides: list[str], space_path
     """Load the flow with every dimension at each of its extremes (the others at the flow's values): an unknown
     key path or a value the flow rejects ends here, naming the key, before any trial starts."""
     from edgeann.config import load_flow
+    from edgeann.scan.costs import RTL_COSTS
 
     for key, dim in space.parameters.items():
         for value in dim.extremes():
             try:
-                load_flow(flow, [*base_overrides, *overrides({key: value})])
+                cfg = load_flow(flow, [*base_overrides, *overrides({key: value})])
             except EdgeannError as e:
                 raise EdgeannError(f"{space_path}: parameters.{key} = {_label(value)!s}: {e}") from None
+            rtl = [c for c in space.costs() if c in RTL_COSTS]
+            if rtl and cfg.model.family in ("gru", "lstm"):
+                raise EdgeannError(f"{space_path}: {', '.join(rtl)} come from the RTL back end, which does not build "
+                                   f"{cfg.model.family.upper()} models (they loop over time with state); use bops")
 
 
 def check_layer_names(space: Space, flow, base_overrides: list[str], sample_shape, n_classes: int,

@@ -578,9 +578,14 @@ def firmware_files(project_dir: str | Path) -> list[Path]:
 
 def firmware_sha256(project_dir: str | Path) -> str:
     """sha256 over :func:`firmware_files`: each file's relative path, length and bytes."""
-    root = Path(project_dir)
+    return files_sha256(project_dir, firmware_files(project_dir))
+
+
+def files_sha256(root: str | Path, files: list[Path]) -> str:
+    """sha256 over ``files`` in the given order: each file's path relative to ``root``, length and bytes."""
+    root = Path(root)
     h = hashlib.sha256()
-    for p in firmware_files(root):
+    for p in files:
         data = p.read_bytes()
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + str(len(data)).encode() + b"\0")
         h.update(data)
