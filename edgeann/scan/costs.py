@@ -1,10 +1,10 @@
 """What a scan can optimize: qualities (maximized) and costs (minimized), each read from a finished run folder.
 
 A cost is one function ``(run_dir, metrics) -> float`` registered in :data:`COSTS`. BOPs come from the
-exported fixed-point graph (``metrics.json``); ``luts``, ``ffs`` and ``latency_cycles`` from the RTL generator's
+exported fixed-point graph (``metrics.json``); ``lut``, ``ff`` and ``latency_cycles`` from the RTL generator's
 estimate of the run's graph (alkaid, as ``edgeann export --rtl`` records it in ``rtl.json``, at the flow's part
 and clock), computed once per run and only when the space names one of them. The space file names them like
-``bops`` (``{minimize: luts}``, ``"latency_cycles <= 20"``).
+``bops`` (``{minimize: lut}``, ``"latency_cycles <= 20"``).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def rtl_estimate(run_dir: Path) -> dict:
 
 COSTS: dict[str, Callable[[Path, dict], float]] = {
     "bops": lambda run_dir, m: float(m["bops"]),
-    "luts": lambda run_dir, m: float(rtl_estimate(Path(run_dir))["lut"]),
-    "ffs": lambda run_dir, m: float(rtl_estimate(Path(run_dir))["ff"]),
+    "lut": lambda run_dir, m: float(rtl_estimate(Path(run_dir))["lut"]),
+    "ff": lambda run_dir, m: float(rtl_estimate(Path(run_dir))["ff"]),
     "latency_cycles": lambda run_dir, m: float(rtl_estimate(Path(run_dir))["latency_cycles"]),
 }
-RTL_COSTS = ("luts", "ffs", "latency_cycles")
+RTL_COSTS = ("lut", "ff", "latency_cycles")
 
 
 def measure(run_dir: Path, metrics: dict, costs: list[str]) -> dict[str, float]:

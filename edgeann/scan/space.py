@@ -251,7 +251,7 @@ def check_against_flow(space: Space, flow, base_overrides: list[str], space_path
                 raise EdgeannError(f"{space_path}: parameters.{key} = {_label(value)!s}: {e}") from None
             rtl = [c for c in space.costs() if c in RTL_COSTS]
             if rtl and cfg.model.family in ("gru", "lstm"):
-                raise EdgeannError(f"{space_path}: {', '.join(rtl)} come from the RTL back end, which does not build "
+                raise EdgeannError(f"{space_path}: the costs {', '.join(rtl)} come from the RTL back end, which does not build "
                                    f"{cfg.model.family.upper()} models (they loop over time with state); use bops")
 
 

@@ -193,21 +193,21 @@ def test_ray_cluster_of_two_nodes_shares_the_trials(tiny, tmp_path):
 
 @pytest.mark.rtl
 def test_rtl_costs_are_the_estimate_export_rtl_records(tiny, tmp_path, capsys):
-    """luts and latency_cycles as objective and constraint: each trial's values are alkaid's estimate of its graph,
+    """lut and latency_cycles as objective and constraint: each trial's values are alkaid's estimate of its graph,
     the same numbers `export --trial --rtl` writes into rtl.json (and its Verilator simulation is bit-exact)."""
     flow, space = tiny
-    space.write_text(yaml.safe_dump({**TINY_SPACE, "objectives": [{"maximize": "accuracy"}, {"minimize": "luts"}],
+    space.write_text(yaml.safe_dump({**TINY_SPACE, "objectives": [{"maximize": "accuracy"}, {"minimize": "lut"}],
                                      "constraints": ["latency_cycles <= 40"]}, sort_keys=False))
     folder = run_scan(flow, space, 2, workers=1, out=tmp_path / "s", progress=False, echo=lambda *a: None)["folder"]
     rows = read_rows(folder)
     assert [r["state"] for r in rows] == ["COMPLETE"] * 2
-    assert all(float(r["luts"]) > 0 and float(r["latency_cycles"]) >= 1 for r in rows)
+    assert all(float(r["lut"]) > 0 and float(r["latency_cycles"]) >= 1 for r in rows)
     row = rows[0]
     project = tmp_path / "rtl"
     code = main(["export", str(folder), "--trial", row["trial"], "--rtl", "--no-synth", "--out", str(project)])
     assert code == 0, capsys.readouterr().out
     estimate = json.loads((project / "rtl.json").read_text())["estimate"]
-    assert float(row["luts"]) == estimate["lut"] and float(row["latency_cycles"]) == estimate["latency_cycles"]
+    assert float(row["lut"]) == estimate["lut"] and float(row["latency_cycles"]) == estimate["latency_cycles"]
     assert row["feasible"] == str(estimate["latency_cycles"] <= 40)
     assert json.loads((project / "verification.json").read_text())["exact"] is True
 
@@ -218,8 +218,8 @@ def test_rtl_costs_on_a_recurrent_flow_are_refused_before_any_trial(tiny, tmp_pa
            "model": {"family": "gru", "hidden": [8]}}
     flow.write_text(yaml.safe_dump(gru, sort_keys=False))
     space.write_text(yaml.safe_dump({"parameters": {"quantization.weight_bits": {"type": "int", "low": 3, "high": 8}},
-                                     "objectives": [{"maximize": "accuracy"}, {"minimize": "luts"}]}, sort_keys=False))
+                                     "objectives": [{"maximize": "accuracy"}, {"minimize": "lut"}]}, sort_keys=False))
     code = main(["scan", str(flow), "--space", str(space), "--trials", "2", "--out", str(tmp_path / "s"), "-q"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "luts come from the RTL back end, which does not build GRU models" in err and "\n" not in err
+    assert code == 2 and "the costs lut come from the RTL back end, which does not build GRU models" in err and "\n" not in err
     assert not (tmp_path / "s" / "trials").exists()

@@ -62,7 +62,7 @@ def with_parameter(key, dim):
      ["parameters.quantization.weight_bits", "high (4) is below low (8)"]),
     (with_parameter("quantization.layers.fc9.weight_bits", {"choices": [4, 8]}),
      ["parameters.quantization.layers.fc9.weight_bits = 4", "fc9"]),
-    ({**TINY_SPACE, "constraints": ["luts <= 3"]}, ["unknown name 'luts'"]),
+    ({**TINY_SPACE, "constraints": ["luts <= 3"]}, ["unknown name 'luts'", "lut, ff, latency_cycles"]),
     ({**TINY_SPACE, "objectives": [{"maximize": "accuracy", "minimize": "bops"}]}, ["exactly one of maximize or minimize"]),
 ])
 def test_bad_space_files(capsys, tmp_path, flow, space, fragments):
