@@ -105,3 +105,19 @@ def test_a_list_written_wrongly_says_how_to_write_it(tiny_flow, override):
     key, _, value = override.partition("=")
     fixed = load_flow(tiny_flow, [f"{key}=[{value.replace(';', ',')}]"])  # the advice, followed, works
     assert fixed is not None
+
+
+def test_every_shipped_flow_loads_and_builds_its_model():
+    """Each flows/*.yaml validates and its model builds for the jets data's sample shape."""
+    from pathlib import Path
+
+    from edgeann.models import create_model
+
+    shapes = {"features": (16,), "images": (16, 16, 1), "sequences": (20, 5)}
+    flows = sorted((Path(__file__).resolve().parents[1] / "flows").glob("*.yaml"))
+    assert {"jet_mlp.yaml", "jet_cnn.yaml", "jet_cnn_rtl.yaml", "jet_gru.yaml", "jet_lstm.yaml"} <= {f.name for f in flows}
+    for path in flows:
+        flow = load_flow(path)
+        shape = shapes[flow.data.representation]
+        model = create_model(flow.model, shape, 5, flow.quantization)
+        assert sum(p.numel() for p in model.parameters()) > 0, path.name
