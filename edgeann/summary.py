@@ -128,7 +128,8 @@ def summary_rows(project: Path, records: dict | None = None, shown_as: Path | No
     totals = report.get("totals") or {}
     if totals:
         rows.append(("BOPs", f"{totals['bops']:.4g}"))
-        rows.append(("multipliers", _multipliers(totals, options.get("reuse_factor", 1))))
+        if "reuse_factor" in options:  # hls4ml's; the RTL back end turns constant products into adder trees
+            rows.append(("multipliers", _multipliers(totals, options["reuse_factor"])))
     if report.get("latency_estimate") or not _backend_latencies(report):
         rows.append(("latency", _latency(report.get("latency_estimate") or {}, options.get("clock_period"))))
     for backend, lat in _backend_latencies(report):
