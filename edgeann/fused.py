@@ -511,15 +511,21 @@ class _FastWeightLayer:
         plan = self._plan() if subtensor_slice_list is None else None
         if plan is None:
             return super().quant_weight(quant_input, subtensor_slice_list)
-        weight = self.weight[slice(None)]  # Brevitas' (full) slice: one node, so the gradients add up as there
-        scale = plan.scaling.scale_of(plan.scaling.abs_max(weight), plan.threshold)
-        return plan.weight.quant_tensor(plan.weight.quantize(weight, scale), scale)
+        return self._fast_weight(plan)
 
     def quant_bias(self, x, quant_weight):
         """``bias_quant(bias, x, quant_weight)``: the bias on the grid of x's scale times the weight's."""
         plan = self._plan()
         if plan is None or plan.bias is None or not isinstance(x, IntQuantTensor):
             return self.bias_quant(self.bias, x, quant_weight)
+        return self._fast_bias(plan, x, quant_weight)
+
+    def _fast_weight(self, plan: _WeightPlan) -> IntQuantTensor:
+        weight = self.weight[slice(None)]  # Brevitas' (full) slice: one node, so the gradients add up as there
+        scale = plan.scaling.scale_of(plan.scaling.abs_max(weight), plan.threshold)
+        return plan.weight.quant_tensor(plan.weight.quantize(weight, scale), scale)
+
+    def _fast_bias(self, plan: _WeightPlan, x: IntQuantTensor, quant_weight: IntQuantTensor) -> IntQuantTensor:
         shape = [1] * x.value.dim()
         shape[self.channel_dim] = -1
         scale = (quant_weight.scale.view(shape) * x.scale.view(shape)).view(-1)
@@ -529,9 +535,9 @@ class _FastWeightLayer:
         plan = self._plan()
         if plan is None or not isinstance(x, IntQuantTensor) or (plan.bias is None) != (self.bias is None):
             return super().forward(x)
-        weight = self.quant_weight()
-        bias = self.quant_bias(x, weight) if self.bias is not None else None
-        return super().inner_forward_impl(x.value, weight.value, None if bias is None else bias.value)
+        weight = self._fast_weight(plan)
+        bias = None if plan.bias is None else self._fast_bias(plan, x, weight).value
+        return super().inner_forward_impl(x.value, weight.value, bias)
 
 
 class QuantLinear(_FastWeightLayer, qnn.QuantLinear):
