@@ -29,19 +29,26 @@ Brevitas' (tests/test_fused_quant.py, including a few Adam steps of a whole MLP)
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from functools import cached_property
+from typing import NamedTuple
 
 import brevitas.nn as qnn
 import torch
 from brevitas.core.bit_width import BitWidthConst
 from brevitas.core.function_wrapper import CeilSte, FloorSte, Identity, LogTwo, RoundSte, TensorClamp, TensorClampSte
 from brevitas.core.function_wrapper.ops_ste import ScalarSignedClampMinSte
+from brevitas.core.function_wrapper.shape import OverTensorView
 from brevitas.core.quant import PrescaledRestrictIntQuant, RescalingIntQuant
 from brevitas.core.restrict_val import PowerOfTwoRestrictValue
 from brevitas.core.scaling import ParameterFromRuntimeStatsScaling, StatsFromParameterScaling
+from brevitas.core.stats import AbsMax
+from brevitas.core.stats.view_wrapper import _ViewParameter
 from brevitas.core.zero_point import ZeroZeroPoint
-from brevitas.quant_tensor import QuantTensor
+from brevitas.quant_tensor import IntQuantTensor, QuantTensor
+
+FAST_PATH = os.environ.get("EDGEANN_QAT_FAST_PATH", "1") != "0"  # see _FastActivation, _FastWeightLayer
 
 _TO_INT = {FloorSte: torch.floor, RoundSte: torch.round}  # straight-through in Brevitas, and here
 _CLAMP_PASSES_GRADIENT = {TensorClamp: False, TensorClampSte: True}
@@ -244,12 +251,21 @@ class FusedParameterFromRuntimeStatsScaling(_ConstantThreshold, ParameterFromRun
             return super().training_forward(stats_input, threshold)
         if self.counter == self.collect_stats_steps:
             self.init_scale()
+        return self.learned_scale(threshold)
+
+    @cached_property
+    def _scale_min_val(self) -> float | None:
+        return _min_val(self.clamp_scaling.clamp_min_ste)[1]
+
+    def learned_scale(self, threshold: torch.Tensor) -> torch.Tensor:
+        """The learned power-of-two scale for the integer ``threshold`` (statistics collected: a fused scaling's
+        training forward after its collection steps)."""
         shared = self.__dict__.get("_shared")
         if shared is not None and shared.get("threshold") is threshold:
             return shared["scale"]
         restricted = self._restricted_threshold(
             threshold, lambda t: self.restrict_threshold(self.restrict_threshold_pre(t)))
-        scale = PowerOfTwoScaleFn.apply(self.value, restricted, _min_val(self.clamp_scaling.clamp_min_ste)[1], False)
+        scale = PowerOfTwoScaleFn.apply(self.value, restricted, self._scale_min_val, False)
         if shared is not None:
             shared.update(threshold=threshold, scale=scale)
         return scale
@@ -289,35 +305,248 @@ class FusedStatsFromParameterScaling(_ConstantThreshold, StatsFromParameterScali
                 and isinstance(ss.restrict_clamp_scale_threshold.restrict_value_impl, Identity)
                 and isinstance(ss.restrict_clamp_scale_threshold.clamp_ste, Identity))
 
+    @cached_property
+    def plain_abs_max(self) -> bool:
+        """Whether the statistic is max |w| of the one weight, flattened (what :meth:`scale_of` computes directly)."""
+        pls = self.parameter_list_stats
+        return (pls.extra_tracked_params_list is None and type(pls.first_tracked_param) is _ViewParameter
+                and type(pls.first_tracked_param.view_shape_impl) is OverTensorView
+                and type(pls.stats.stats_impl) is AbsMax and pls.stats.stats_impl.stats_reduce_dim is None)
+
+    @cached_property
+    def _scale_min_val(self) -> float | None:
+        return _min_val(self.stats_scaling_impl.clamp_scaling.clamp_min_ste)[1]
+
     def forward(self, x, threshold=None):
         if threshold is None or not self.fused:
             return super().forward(x, threshold)
+        return self.scale_of(self.parameter_list_stats(x), threshold)
+
+    def scale_of(self, stats: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        """The power-of-two scale of the statistic ``stats`` for the integer ``threshold``."""
         ss = self.stats_scaling_impl
-        stats = self.parameter_list_stats(x)
         restricted = self._restricted_threshold(
             threshold, lambda t: ss.restrict_clamp_threshold(ss.restrict_threshold_pre(t)))
-        return PowerOfTwoScaleFn.apply(stats, restricted, _min_val(ss.clamp_scaling.clamp_min_ste)[1], True)
+        return PowerOfTwoScaleFn.apply(stats, restricted, self._scale_min_val, True)
+
+    def abs_max(self, weight: torch.Tensor) -> torch.Tensor:
+        """``parameter_list_stats(weight)`` when :attr:`plain_abs_max`: Brevitas' operations, without its modules."""
+        return torch.max(torch.abs(weight.reshape(-1))).view(self.parameter_list_stats.stats.stats_output_shape)
 
 
-class _PlainAccumulator:
-    """A weight layer whose output leaves as a plain tensor (``return_quant_tensor=False``): it computes the
-    product on the quantized values alone. Brevitas would dispatch it through QuantTensor's handler, which
-    derives the accumulator's scale and bit width and compares scales on the device (host syncs) only to
-    drop them. The values are the same operation on the same tensors."""
+@contextmanager
+def brevitas_path():
+    """Within this block, edgeann's layers train through Brevitas' module calls, not the fast path (the
+    reference it is tested against; ``EDGEANN_QAT_FAST_PATH=0`` does the same for a whole process)."""
+    global FAST_PATH
+    saved, FAST_PATH = FAST_PATH, False
+    try:
+        yield
+    finally:
+        FAST_PATH = saved
+
+
+class _IntPlan(NamedTuple):
+    """What a fused integer quantizer needs besides its input and scale, fixed once its module is built."""
+
+    zero_point: torch.Tensor
+    bit_width: torch.Tensor
+    signed: torch.Tensor  # IntQuantTensor's flags, as tensors
+    training: torch.Tensor
+    min_int: float
+    max_int: float
+    to_int: object
+    clamp_passes_gradient: bool
+
+    @classmethod
+    def of(cls, tensor_quant, zero_point: torch.Tensor, signed: bool) -> "_IntPlan":
+        bit_width = tensor_quant.msb_clamp_bit_width_impl()
+        iq = tensor_quant.int_quant
+        return cls(zero_point, bit_width, torch.tensor(signed), torch.tensor(True),
+                   *tensor_quant._int_range(bit_width), _TO_INT[type(iq.float_to_int_impl)],
+                   _CLAMP_PASSES_GRADIENT[type(iq.tensor_clamp_impl)])
+
+    def quantize(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return FixedPointQuantFn.apply(x, scale, scale.view_as(scale), self.zero_point, self.min_int, self.max_int,
+                                       self.to_int, self.clamp_passes_gradient)
+
+    def quant_tensor(self, value: torch.Tensor, scale: torch.Tensor) -> IntQuantTensor:
+        """The IntQuantTensor Brevitas would return (training), without ``IntQuantTensor.__new__``'s conversions."""
+        return tuple.__new__(IntQuantTensor, (value, scale, self.zero_point, self.bit_width, self.signed, self.training))
+
+
+def _cached_plan(module: torch.nn.Module, key, build):
+    """``build()`` once per ``key`` (the device and dtype of the parameters: a moved model gets a new plan)."""
+    cached = module.__dict__.get("_fast_plan")
+    if cached is None or cached[0] != key:
+        cached = (key, build())
+        module.__dict__["_fast_plan"] = cached
+    return cached[1]
+
+
+class _ActivationPlan(NamedTuple):
+    proxy: torch.nn.Module
+    tensor_quant: FusedRescalingIntQuant
+    scaling: FusedParameterFromRuntimeStatsScaling
+    threshold: torch.Tensor  # the integer threshold (Brevitas' int_scaling_impl of the bit width)
+    relu: bool
+    quant: _IntPlan
+
+
+class _FastActivation:
+    """A quantized identity or ReLU whose training step, once its scale is learned, is the activation and two
+    fused functions (:class:`PowerOfTwoScaleFn`, :class:`FixedPointQuantFn`) on the layer's own parameter,
+    without Brevitas' module calls: the same operations on the same tensors, in the same order, so the same
+    values and gradients (tests/test_fast_path.py). Statistics collection, evaluation and export are Brevitas'."""
+
+    def _build_plan(self) -> _ActivationPlan | None:
+        proxy = self.act_quant
+        fused_proxy = getattr(proxy, "fused_activation_quant_proxy", None)
+        tq = getattr(fused_proxy, "tensor_quant", None)
+        if not (isinstance(tq, FusedRescalingIntQuant) and tq.fused and not proxy.skip_create_quant_tensor
+                and isinstance(tq.scaling_impl, FusedParameterFromRuntimeStatsScaling) and tq.scaling_impl.fused
+                and not self.input_quant.is_quant_enabled):
+            return None
+        act = fused_proxy.activation_impl
+        if type(act) is torch.nn.ReLU and not act.inplace:
+            relu = True
+        elif type(act) is Identity or type(act) is torch.nn.Identity:
+            relu = False
+        else:
+            return None
+        bit_width = tq.msb_clamp_bit_width_impl()
+        return _ActivationPlan(proxy, tq, tq.scaling_impl, tq._int_threshold(bit_width), relu,
+                               _IntPlan.of(tq, tq.zero_point_impl.zero_point(), proxy.is_signed))
+
+    def _plan(self) -> _ActivationPlan | None:
+        if not (FAST_PATH and self.training) or self.export_mode:
+            return None
+        value = self.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value
+        plan = _cached_plan(self, (value.device, value.dtype), self._build_plan)
+        if plan is None:
+            return None
+        scaling = plan.scaling
+        if (scaling.counter <= scaling.collect_stats_steps or scaling.local_loss_mode or not scaling.training
+                or plan.tensor_quant.observer_only or not plan.proxy.is_quant_enabled or not plan.proxy.training):
+            return None  # collecting statistics, calibrating or switched off: Brevitas' own path
+        return plan
+
+    def forward(self, x):
+        plan = self._plan()
+        if plan is None:
+            return super().forward(x)
+        value = _value(x)
+        if plan.relu:
+            value = torch.relu(value)
+        scale = plan.scaling.learned_scale(plan.threshold)
+        y = plan.quant.quantize(value, scale)
+        return plan.quant.quant_tensor(y, scale) if self.return_quant_tensor else y
+
+
+class QuantIdentity(_FastActivation, qnn.QuantIdentity):
+    pass
+
+
+class QuantReLU(_FastActivation, qnn.QuantReLU):
+    pass
+
+
+class _WeightPlan(NamedTuple):
+    tensor_quant: FusedRescalingIntQuant
+    scaling: FusedStatsFromParameterScaling
+    threshold: torch.Tensor
+    weight: _IntPlan
+    bias: _IntPlan | None
+
+
+class _FastWeightLayer:
+    """A weight layer whose output leaves as a plain tensor (``return_quant_tensor=False``).
+
+    It computes the product on the quantized values alone: Brevitas would dispatch it through QuantTensor's
+    handler, which derives the accumulator's scale and bit width and compares scales on the device (host
+    syncs) only to drop them. In training, the weight, the bias and the product are computed without
+    Brevitas' module calls either, by the fused functions on the layer's own parameters, operation for
+    operation as Brevitas orders them (the same values and gradients; tests/test_fast_path.py)."""
+
+    channel_dim = 1  # of the output, where the bias goes
 
     def inner_forward_impl(self, x, quant_weight, quant_bias):
         if self.return_quant_tensor:
             return super().inner_forward_impl(x, quant_weight, quant_bias)
         return super().inner_forward_impl(_value(x), _value(quant_weight), _value(quant_bias))
 
+    def _build_plan(self) -> _WeightPlan | None:
+        wq, bq = self.weight_quant, self.bias_quant
+        wtq = wq.tensor_quant
+        if not (isinstance(wtq, FusedRescalingIntQuant) and wtq.fused and not wq.requires_quant_input
+                and isinstance(wtq.scaling_impl, FusedStatsFromParameterScaling) and wtq.scaling_impl.fused
+                and wtq.scaling_impl.plain_abs_max and not wq.skip_create_quant_tensor
+                and not self.input_quant.is_quant_enabled and not self.output_quant.is_quant_enabled
+                and not self.return_quant_tensor):
+            return None
+        bias = None
+        if self.bias is not None:
+            btq = bq.tensor_quant
+            if not (isinstance(btq, FusedPrescaledRestrictIntQuant) and btq.fused and bq.requires_input_scale
+                    and not bq.skip_create_quant_tensor):
+                return None
+            bias = _IntPlan.of(btq, btq.zero_point(), bq.is_signed)
+        bit_width = wtq.msb_clamp_bit_width_impl()
+        return _WeightPlan(wtq, wtq.scaling_impl, wtq._int_threshold(bit_width),
+                           _IntPlan.of(wtq, wtq.zero_point_impl.zero_point(), wq.is_signed), bias)
 
-class QuantLinear(_PlainAccumulator, qnn.QuantLinear):
+    def _plan(self) -> _WeightPlan | None:
+        if not (FAST_PATH and self.training) or self.export_mode:
+            return None
+        weight = self.weight
+        plan = _cached_plan(self, (weight.device, weight.dtype), self._build_plan)
+        if plan is None or not (self.weight_quant.is_quant_enabled and self.weight_quant.training
+                                and not plan.tensor_quant.observer_only):
+            return None
+        if plan.bias is not None and not self.bias_quant.is_quant_enabled:
+            return None
+        return plan
+
+    def quant_weight(self, quant_input=None, subtensor_slice_list=None):
+        plan = self._plan() if subtensor_slice_list is None else None
+        if plan is None:
+            return super().quant_weight(quant_input, subtensor_slice_list)
+        return self._fast_weight(plan)
+
+    def quant_bias(self, x, quant_weight):
+        """``bias_quant(bias, x, quant_weight)``: the bias on the grid of x's scale times the weight's."""
+        plan = self._plan()
+        if plan is None or plan.bias is None or not isinstance(x, IntQuantTensor):
+            return self.bias_quant(self.bias, x, quant_weight)
+        return self._fast_bias(plan, x, quant_weight)
+
+    def _fast_weight(self, plan: _WeightPlan) -> IntQuantTensor:
+        weight = self.weight[slice(None)]  # Brevitas' (full) slice: one node, so the gradients add up as there
+        scale = plan.scaling.scale_of(plan.scaling.abs_max(weight), plan.threshold)
+        return plan.weight.quant_tensor(plan.weight.quantize(weight, scale), scale)
+
+    def _fast_bias(self, plan: _WeightPlan, x: IntQuantTensor, quant_weight: IntQuantTensor) -> IntQuantTensor:
+        shape = [1] * x.value.dim()
+        shape[self.channel_dim] = -1
+        scale = (quant_weight.scale.view(shape) * x.scale.view(shape)).view(-1)
+        return plan.bias.quant_tensor(plan.bias.quantize(self.bias, scale), scale)
+
+    def forward(self, x):
+        plan = self._plan()
+        if plan is None or not isinstance(x, IntQuantTensor) or (plan.bias is None) != (self.bias is None):
+            return super().forward(x)
+        weight = self._fast_weight(plan)
+        bias = None if plan.bias is None else self._fast_bias(plan, x, weight).value
+        return super().inner_forward_impl(x.value, weight.value, bias)
+
+
+class QuantLinear(_FastWeightLayer, qnn.QuantLinear):
+    channel_dim = -1
+
+
+class QuantConv1d(_FastWeightLayer, qnn.QuantConv1d):
     pass
 
 
-class QuantConv1d(_PlainAccumulator, qnn.QuantConv1d):
-    pass
-
-
-class QuantConv2d(_PlainAccumulator, qnn.QuantConv2d):
+class QuantConv2d(_FastWeightLayer, qnn.QuantConv2d):
     pass

@@ -23,7 +23,6 @@ be checkpointed and continued exactly.
 
 from __future__ import annotations
 
-import brevitas.nn as qnn
 import torch
 from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
 from brevitas.inject.enum import FloatToIntImplType
@@ -141,7 +140,7 @@ class QuantLayers(ShapeLayers):
         return self.cfg.for_layer(name)
 
     def input(self) -> nn.Module:
-        return qnn.QuantIdentity(act_quant=FixedPointAct.let(bit_width=self.cfg.input_bits), return_quant_tensor=True)
+        return fused.QuantIdentity(act_quant=FixedPointAct.let(bit_width=self.cfg.input_bits), return_quant_tensor=True)
 
     def linear(self, name: str, n_in: int, n_out: int) -> nn.Module:
         q = self._bits(name)
@@ -157,10 +156,10 @@ class QuantLayers(ShapeLayers):
     def relu(self, name: str) -> nn.Module:
         """The ReLU after layer ``name``, quantized with that layer's activation bit width."""
         bits = self._bits(name).activation_bits
-        return qnn.QuantReLU(act_quant=FixedPointUnsignedAct.let(bit_width=bits), return_quant_tensor=True)
+        return fused.QuantReLU(act_quant=FixedPointUnsignedAct.let(bit_width=bits), return_quant_tensor=True)
 
     def output(self) -> nn.Module:
-        return qnn.QuantIdentity(act_quant=FixedPointAct.let(bit_width=self.cfg.output_bits), return_quant_tensor=False)
+        return fused.QuantIdentity(act_quant=FixedPointAct.let(bit_width=self.cfg.output_bits), return_quant_tensor=False)
 
     def conv(self, name: str, dims: int, c_in: int, c_out: int, kernel, stride, padding) -> nn.Module:
         """A 1-D or 2-D convolution (channels-first inside the model); ``padding`` as PyTorch takes it."""
@@ -201,7 +200,7 @@ class QuantLayers(ShapeLayers):
         """A truncating, saturating quantizer with layer ``name``'s activation bit width (after an exact sum)."""
         bits = self._bits(name).activation_bits
         act = FixedPointAct if signed else FixedPointUnsignedAct
-        return qnn.QuantIdentity(act_quant=act.let(bit_width=bits), return_quant_tensor=True)
+        return fused.QuantIdentity(act_quant=act.let(bit_width=bits), return_quant_tensor=True)
 
 
 class FloatLayers(ShapeLayers):

@@ -158,7 +158,8 @@ def test_plain_accumulator_keeps_the_quant_tensor_when_asked():
 
 
 def test_training_the_mlp_is_bit_identical_to_brevitas(monkeypatch):
-    """A few Adam steps of the whole quantized MLP, through statistics collection: every parameter equal."""
+    """A few Adam steps of the whole quantized MLP, through statistics collection: every parameter equal (the
+    fused quantizers, and the layers' training fast path on them, against Brevitas' classes throughout)."""
 
     def train(steps=6):
         torch.manual_seed(0)
@@ -179,7 +180,8 @@ def test_training_the_mlp_is_bit_identical_to_brevitas(monkeypatch):
     fast = train()
     for name in ("FixedPointWeight", "FixedPointAct", "FixedPointUnsignedAct", "FixedPointBias"):
         monkeypatch.setattr(quant, name, brevitas_own(getattr(quant, name)))
-    monkeypatch.setattr(fused, "QuantLinear", qnn.QuantLinear)
+    for name in ("QuantLinear", "QuantIdentity", "QuantReLU"):
+        monkeypatch.setattr(fused, name, getattr(qnn, name))
     slow = train()
     assert not any(type(m).__module__ == fused.__name__ for m in slow.modules())
     sf, ss = fast.state_dict(), slow.state_dict()

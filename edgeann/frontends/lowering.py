@@ -56,6 +56,7 @@ lowers = LOWERINGS.register
 
 
 @lowers(qnn.QuantIdentity)
+@lowers(fused.QuantIdentity)
 def _lower_identity(name, mod, x, out, first):
     t = act_type(mod.act_quant, name)
     if first:
@@ -64,6 +65,7 @@ def _lower_identity(name, mod, x, out, first):
 
 
 @lowers(qnn.QuantReLU)
+@lowers(fused.QuantReLU)
 def _lower_relu(name, mod, x, out, first):
     return ir.Relu(name, [], type=act_type(mod.act_quant, name))
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-import brevitas.nn as qnn
 import numpy as np
 import torch
 from brevitas.quant_tensor import IntQuantTensor
@@ -149,8 +148,8 @@ class _QuantRecurrent(_Recurrent):
 
         self._matrices(name, linear(n_in), linear(hidden))
         for g in self.gates:
-            self.add_module(f"gate_{g}", qnn.QuantIdentity(act_quant=gate_quant, return_quant_tensor=True))
-        self.state = qnn.QuantIdentity(act_quant=state_quant, return_quant_tensor=True)
+            self.add_module(f"gate_{g}", fused.QuantIdentity(act_quant=gate_quant, return_quant_tensor=True))
+        self.state = fused.QuantIdentity(act_quant=state_quant, return_quant_tensor=True)
         self.sigmoid = HardwareActivation("sigmoid", ir.sigmoid_type(table_bits))
         self.tanh = HardwareActivation("tanh", ir.tanh_type(table_bits))
 
@@ -172,7 +171,7 @@ class _QuantRecurrent(_Recurrent):
     def recurrent_product(self, h: IntQuantTensor, weight: IntQuantTensor) -> torch.Tensor:
         """``hh(h)`` with ``hh``'s weight quantized already: the bias, on the grid of h's scale x the weight
         scale, is quantized here."""
-        bias = self.hh.bias_quant(self.hh.bias, h, weight)
+        bias = self.hh.quant_bias(h, weight)
         return torch.nn.functional.linear(h.value, weight.value, bias.value)
 
     def forward(self, x):
@@ -216,7 +215,7 @@ class QuantLSTM(_QuantRecurrent):
 
     def __init__(self, name: str, n_in: int, hidden: int, *, cell_quant, **kw):
         super().__init__(name, n_in, hidden, **kw)
-        self.cell = qnn.QuantIdentity(act_quant=cell_quant, return_quant_tensor=True)
+        self.cell = fused.QuantIdentity(act_quant=cell_quant, return_quant_tensor=True)
 
     def step(self, g, gh, h, c):
         i, f, o = (self.sigmoid(self.pre(k, g[k] + gh[k])) for k in "ifo")
