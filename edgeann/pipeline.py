@@ -230,7 +230,7 @@ def _publish(staging: Path, project: Path) -> None:
 def _export_source(source: Path, precision: str | None):
     """What an export reads: a finished run, or a foreign (Q)ONNX file. Returns (graph, kind, is_run)."""
     from edgeann import ir
-    from edgeann.frontends.onnx_import import from_onnx, load_onnx, parse_precision
+    from edgeann.frontends.onnx import from_onnx, load_onnx, parse_precision
 
     fixed_precision = parse_precision(precision) if precision else None
     is_run = source.is_dir()
