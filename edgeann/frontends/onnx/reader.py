@@ -96,6 +96,7 @@ class Reader:
         self.nodes: list[ir.Node] = []
         self.dense_out: dict[str, ir.Dense] = {}  # onnx tensor that is a bias-less Dense's output
         self.raw_acc: set[str] = set()  # IR tensors that are untruncated Dense results (PTQ only)
+        self.pending: dict = {}  # onnx tensor -> a quantizer spread over several nodes, not yet emitted (ops_qcdq)
         self.shape: dict[str, tuple] = {}
         for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
             dims = vi.type.tensor_type.shape.dim
@@ -132,6 +133,8 @@ class Reader:
             self.raw_acc.discard(src)
             self.alias[tensor] = self.emit(ir.Quantize(self.unique(f"{src}_out"), [src], type=self.precision))
             self.dense_out.pop(tensor, None)
+        if tensor in self.pending:
+            self.alias[tensor] = self.pending.pop(tensor).materialize(self, where)
         if tensor in self.relu_of:
             src = self.relu_of.pop(tensor)
             self.alias[tensor] = self.emit(ir.Relu(self.unique(f"relu_{src}"), [src], type=self.relu_passthrough(src)))
@@ -199,7 +202,8 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None) -> i
         fn = OPS.get(node.op_type)
         if fn is None:
             raise EdgeannError(f"{where}: op {node.op_type} is not supported (supported: {', '.join(OPS)})")
-        if precision is not None and node.op_type in ("Quant", "BipolarQuant"):
-            raise EdgeannError(f"{where}: the model is already quantized (QONNX); drop --precision")
+        if precision is not None and node.op_type in ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear"):
+            kind = "QONNX" if node.op_type in ("Quant", "BipolarQuant") else "QCDQ"
+            raise EdgeannError(f"{where}: the model is already quantized ({kind}); drop --precision")
         fn(reader, node, where)
     return reader.finish()
