@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edgeann import ir
@@ -38,8 +40,13 @@ def bias(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
 def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | None):
     src = r.dynamic(x, where)
     weight, wt = weights(r, w, where, transpose_w)  # (n_out, n_in)
+    if r.info(src).shape != (weight.shape[1],):
+        raise EdgeannError(f"{where}: a {weight.shape[1]}-input product of a tensor of shape {r.info(src).shape}: "
+                           "only products of flat per-sample vectors are supported")
     if bias_tensor is not None:
         b, bt = bias(r, bias_tensor, where)
+        if b.size == 1:
+            b = np.full(weight.shape[0], b[0], np.int64)
     else:
         b, bt = np.zeros(weight.shape[0], np.int64), ir.FixedType(2, r.info(src).type.frac + wt.frac)
     layer = ir.Dense(r.unique(node.name or "dense"), [src], weight=weight, weight_type=wt, bias=b, bias_type=bt)
@@ -49,19 +56,52 @@ def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | 
         r.dense_out[node.output[0]] = layer
 
 
+def scaled(r, tensor: str, factor: float, where: str, what: str) -> str:
+    """The constant ``tensor`` times Gemm's ``alpha`` / ``beta``: exact for a power of two (the codes keep, the
+    grid moves) or for float constants; a quantized constant times anything else is refused."""
+    if factor == 1.0:
+        return tensor
+    c = r.const(tensor, where)
+    mantissa, exponent = math.frexp(abs(factor))
+    name = f"{tensor}*{factor!r}"
+    if c.ints is not None and mantissa == 0.5:
+        ints = c.ints * (1 if factor > 0 else -1)
+        frac = c.type.frac - (exponent - 1)
+        t = c.type if factor > 0 else ir.FixedType.covering(int(ints.min(initial=0)), int(ints.max(initial=0)), c.type.frac)
+        r.consts[name] = Const(ints * 2.0**-frac, ints, ir.FixedType(t.width, frac, t.signed, t.narrow))
+    elif c.ints is None:
+        r.consts[name] = Const(np.asarray(c.values, np.float64) * factor)
+    else:
+        raise EdgeannError(f"{where}: {what} {factor!r} is not a power of two, so it cannot scale quantized constants exactly")
+    return name
+
+
 @op("MatMul")
 def read_matmul(r, node, where):
     x, w = node.input
+    if x in r.consts and w not in r.consts:  # W @ x on column vectors (N, K, 1)
+        shape = r.shape.get(w)
+        if not shape or len(shape) != 3 or shape[2] != 1:
+            raise EdgeannError(f"{where}: a constant times an activation of shape {shape}: only column vectors (N, K, 1) "
+                               "are supported")
+        dense(r, node, where, w, x, transpose_w=False, bias_tensor=None)
+        return
     dense(r, node, where, x, w, transpose_w=True, bias_tensor=None)
 
 
 @op("Gemm")
 def read_gemm(r, node, where):
     attrs = attributes(node)
-    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-        raise EdgeannError(f"{where}: Gemm with transA, alpha or beta is not supported")
+    if attrs.get("transA", 0):
+        raise EdgeannError(f"{where}: Gemm with transA=1 reads its activation with the batch on the second axis; "
+                           "not supported")
     x, w = node.input[:2]
+    if x in r.consts:
+        raise EdgeannError(f"{where}: Gemm with a constant first operand puts the batch on the last axis; not supported")
+    w = scaled(r, w, float(attrs.get("alpha", 1.0)), where, "alpha")
     b = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if b is not None:
+        b = scaled(r, b, float(attrs.get("beta", 1.0)), where, "beta")
     dense(r, node, where, x, w, transpose_w=not attrs.get("transB", 0), bias_tensor=b)
 
 

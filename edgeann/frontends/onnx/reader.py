@@ -194,11 +194,46 @@ def clean(model: onnx.ModelProto) -> onnx.ModelProto:
         raise EdgeannError(f"qonnx could not clean up the model ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
 
 
+# ops that only move values: folding them keeps a quantized constant's integer codes and type
+MOVES_VALUES = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout")
+_TYPED_CONSTANTS = ("Quant", "BipolarQuant", "DequantizeLinear")  # their readers make typed constants themselves
+
+
+def fold(r: Reader, node: onnx.NodeProto, where: str) -> None:
+    """Evaluate a node whose inputs are all constants (what qonnx's clean-up leaves: a weight ``Transpose`` after
+    a ``DequantizeLinear``, say) with onnx's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    opset = next((o.version for o in r.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    names = [i for i in node.input if i]
+
+    def run(arrays: dict) -> list[np.ndarray]:
+        g = onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o],
+                                   [numpy_helper.from_array(np.asarray(v), k) for k, v in arrays.items()])
+        model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
+        return ReferenceEvaluator(model).run(None, {})
+
+    try:
+        values = run({k: r.consts[k].values for k in names})
+        first = r.consts[node.input[0]]
+        ints = None
+        if node.op_type in MOVES_VALUES and first.ints is not None:
+            ints = run({k: (r.consts[k].ints if k == node.input[0] else r.consts[k].values) for k in names})[0]
+    except Exception as e:
+        raise EdgeannError(f"{where}: could not fold this constant ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    outputs = [o for o in node.output if o]
+    for k, o in enumerate(outputs):
+        r.consts[o] = Const(np.asarray(values[k]), *((np.asarray(ints).astype(np.int64), first.type) if k == 0 and ints is not None else ()))
+
+
 def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None) -> ir.Graph:
     """Walk a cleaned-up model node by node into the fixed-point graph."""
     reader = Reader(model, name, precision)
     for k, node in enumerate(model.graph.node):
         where = f"node {node.name or k} ({node.op_type})"
+        if node.op_type not in _TYPED_CONSTANTS and all(i in reader.consts for i in node.input if i) and node.input:
+            fold(reader, node, where)
+            continue
         fn = OPS.get(node.op_type)
         if fn is None:
             raise EdgeannError(f"{where}: op {node.op_type} is not supported (supported: {', '.join(OPS)})")
