@@ -501,7 +501,7 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
     against = ("qonnx executor" if kind == "qonnx" else "onnxruntime (graph optimizations off)") + " on the full original model"
     full = full_classes(run_all(data / FULL_SOURCE, x, qonnx=kind == "qonnx"), head)
     result["class_agreement"] = agreement = class_agreement(full, firmware, head, against)
-    result["summary"] += (f"; {head.describe()}: its class decision equals the full model's on "
+    result["summary"] += (f"; {head.describe()}: the firmware's class (argmax) equals the full model's on "
                           f"{100 * agreement['fraction']:.3f}% of {agreement['n_samples']} vectors")
 
 

@@ -183,11 +183,18 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
+ORIGINAL_NAME = "edgeann.original_name"  # node metadata: the name a node had before qonnx renamed it
+
+
 def clean(model: onnx.ModelProto) -> onnx.ModelProto:
-    """qonnx's clean-up: shapes inferred, constants folded, names unique, graph sorted."""
+    """qonnx's clean-up: shapes inferred, constants folded, names unique, graph sorted. Each node keeps the name
+    it had in the user's file (for the messages) in its metadata."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    for node in model.graph.node:
+        if node.name:
+            node.metadata_props.add(key=ORIGINAL_NAME, value=node.name)
     try:
         return cleanup_model(ModelWrapper(model)).model
     except Exception as e:
@@ -230,7 +237,8 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None) -> i
     """Walk a cleaned-up model node by node into the fixed-point graph."""
     reader = Reader(model, name, precision)
     for k, node in enumerate(model.graph.node):
-        where = f"node {node.name or k} ({node.op_type})"
+        original = next((p.value for p in node.metadata_props if p.key == ORIGINAL_NAME), None)
+        where = f"node {original or node.name or k} ({node.op_type})"
         if node.op_type not in _TYPED_CONSTANTS and all(i in reader.consts for i in node.input if i) and node.input:
             fold(reader, node, where)
             continue
