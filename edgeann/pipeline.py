@@ -184,15 +184,21 @@ def hls_options(fpga, name: str):
 
 
 def _references(project: Path, kind: str) -> dict:
-    """The reference implementations a project is verified against, primary first."""
+    """The reference implementations a project is verified against, primary first: for a quantized foreign model,
+    the original model itself (cut at the logits where it ends in a Softmax, ArgMax, ...)."""
     from edgeann.backends import onnx_qcdq
     from edgeann.export import run_qonnx
+    from edgeann.frontends.onnx.heads import run_all
 
     data = project / PROJECT_DATA
     session = onnx_qcdq.session(data / "reference.onnx")
     ort = ("onnxruntime on model.onnx (QCDQ)", lambda x: onnx_qcdq.run(session, x))
     if kind == "qonnx":
         return dict([("qonnx executor on the QONNX model", lambda x: run_qonnx(data / "source.onnx", x)), ort])
+    if kind == "qcdq":
+        return dict([("qonnx executor on the original QCDQ model", lambda x: run_qonnx(data / "source.onnx", x)),
+                     ("onnxruntime (graph optimizations off) on the original QCDQ model",
+                      lambda x: run_all(data / "source.onnx", x, qonnx=False)[0]), ort])
     return dict([ort])
 
 
@@ -228,9 +234,10 @@ def _publish(staging: Path, project: Path) -> None:
 
 
 def _export_source(source: Path, precision: str | None):
-    """What an export reads: a finished run, or a foreign (Q)ONNX file. Returns (graph, kind, is_run)."""
+    """What an export reads: a finished run, or a foreign (Q)ONNX file. Returns (graph, kind, is_run, foreign):
+    ``foreign`` (:class:`edgeann.frontends.onnx.Foreign`) is None for a run."""
     from edgeann import ir
-    from edgeann.frontends.onnx_import import from_onnx, load_onnx, parse_precision
+    from edgeann.frontends.onnx import parse_precision, read_foreign
 
     fixed_precision = parse_precision(precision) if precision else None
     is_run = source.is_dir()
@@ -247,11 +254,10 @@ def _export_source(source: Path, precision: str | None):
             graph = ir.Graph.load(source / "graph.npz")
         except Exception as e:
             raise EdgeannError(f"{source / 'graph.npz'} is corrupt ({type(e).__name__})") from None
-        return graph, "run", True
+        return graph, "run", True, None
     if source.is_file():
-        model = load_onnx(source)
-        quantized = any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node)
-        return from_onnx(source, fixed_precision), "qonnx" if quantized else "float", False
+        foreign = read_foreign(source, fixed_precision)
+        return foreign.graph, foreign.kind, False, foreign
     raise EdgeannError(f"{source} not found (give a run directory or an .onnx file)")
 
 
@@ -303,7 +309,7 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     from edgeann.summary import write_report_md
 
     source = Path(source)
-    graph, kind, is_run = _export_source(source, precision)
+    graph, kind, is_run, foreign = _export_source(source, precision)
     fpga = _fpga_config(source, is_run, fpga_overrides)
     options = hls_options(fpga, graph.name)
     project = Path(out) if out is not None else default_project_dir(source)
@@ -312,7 +318,7 @@ def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict 
     echo(f"writing the hls4ml project for {graph.name} to {project} ({options.backend}, {options.io_type}, "
          f"{options.strategy}, reuse {options.reuse_factor})")
     result, report = _build_and_publish(project, force, lambda staging: _build_project(
-        staging, source, kind, graph, options, precision, min_vectors, synth, echo))
+        staging, source, kind, graph, options, precision, min_vectors, synth, echo, foreign))
     echo(_input_summary(report["input"], project))
     if synth:  # in the published project: the vendor tool's own project records its absolute paths
         report["synthesis"] = synthesize(project, options)
@@ -340,7 +346,7 @@ def export_rtl(source: Path, out: Path | None = None, fpga_overrides: dict | Non
     from edgeann.backends.rtl.synth import xilinx_family
 
     source = Path(source)
-    graph, kind, is_run = _export_source(source, precision)
+    graph, kind, is_run, foreign = _export_source(source, precision)
     fpga = _fpga_config(source, is_run, fpga_overrides)
     check_supported(graph)
     if synth:
@@ -350,13 +356,13 @@ def export_rtl(source: Path, out: Path | None = None, fpga_overrides: dict | Non
     options = RtlOptions(project_name=_identifier(graph.name), part=fpga.part, clock_period=fpga.clock_period)
     echo(f"writing alkaid Verilog for {graph.name} to {project} ({fpga.part}, clock {fpga.clock_period:g} ns)")
     result, report = _build_and_publish(project, force, lambda staging: _build_rtl_project(
-        staging, source, kind, graph, fpga, options, precision, min_vectors, synth, echo))
+        staging, source, kind, graph, fpga, options, precision, min_vectors, synth, echo, foreign))
     echo(one_line(graph.name, report["backends"]["rtl"]))
     return project, result
 
 
 def _build_rtl_project(project: Path, source: Path, kind: str, graph, fpga, options, precision: str | None,
-                       min_vectors: int, synth: bool, echo) -> tuple[dict, dict]:
+                       min_vectors: int, synth: bool, echo, foreign=None) -> tuple[dict, dict]:
     from edgeann.backends.rtl import compile_simulation, write_project
     from edgeann.backends.rtl.report import backend_section
     from edgeann.backends.rtl.synth import synthesize, xilinx_family
@@ -365,10 +371,11 @@ def _build_rtl_project(project: Path, source: Path, kind: str, graph, fpga, opti
 
     t0 = time.perf_counter()
     manifest = write_project(graph, project, options)
-    x, desc, _, _ = _write_project_data(project, graph, source, kind, precision, min_vectors)
+    x, desc, _, _ = _write_project_data(project, graph, source, kind, precision, min_vectors, foreign)
     echo(f"building the Verilator simulation and checking {len(x)} vectors against the reference")
     simulation = compile_simulation(graph, project)
     result = verify(graph, project, x, _references(project, kind), desc, simulation=simulation)
+    _compare_with_full_model(result, project, kind, foreign, x, simulation.predict)
     write_json(project / "verification.json", result)
 
     report = build_report(graph, hls_options(fpga, graph.name))
@@ -390,7 +397,8 @@ def _build_rtl_project(project: Path, source: Path, kind: str, graph, fpga, opti
     return result, report
 
 
-def _write_project_data(project: Path, graph, source: Path, kind: str, precision: str | None, min_vectors: int):
+def _write_project_data(project: Path, graph, source: Path, kind: str, precision: str | None, min_vectors: int,
+                        foreign=None):
     """edgeann's own files in a project (graph, reference ONNX, verification inputs); returns (inputs, their
     description, the run's test inputs and labels or None)."""
     from edgeann.backends import onnx_qcdq
@@ -403,21 +411,28 @@ def _write_project_data(project: Path, graph, source: Path, kind: str, precision
     data = project / PROJECT_DATA
     data.mkdir()
     graph.save(data / "graph.npz")
+    head = None
     if kind == "run":
         shutil.copyfile(source / "model.onnx", data / "reference.onnx")
     else:
+        import onnx
+
         onnx_qcdq.save(graph, data / "reference.onnx")
-        if kind == "qonnx":
+        if foreign is not None and foreign.head is not None:  # the original, and the original cut at the logits
+            onnx.save(foreign.model, str(data / FULL_SOURCE))
+            onnx.save(foreign.reference, str(data / "source.onnx"))
+            head = {"ops": list(foreign.head.ops), "logits": foreign.head.logits, "full_model": f"{PROJECT_DATA}/{FULL_SOURCE}"}
+        else:
             shutil.copyfile(source, data / "source.onnx")
     x, desc = verification_inputs(graph, data_x, min_vectors)
     np.savez_compressed(data / "inputs.npz", x=x)
     write_json(data / "source.json", {"kind": kind, "source": str(source.resolve()), "inputs": desc,
-                                      "precision": precision})
+                                      "precision": precision, "head": head})
     return x, desc, data_x, labels
 
 
 def _build_project(project: Path, source: Path, kind: str, graph, options, precision: str | None, min_vectors: int,
-                   synth: bool, echo) -> tuple[dict, dict]:
+                   synth: bool, echo, foreign=None) -> tuple[dict, dict]:
     """Write, compile and verify the whole project into the (empty) folder ``project``; returns its verification
     and report."""
     from edgeann.backends import onnx_qcdq
@@ -427,16 +442,17 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     from edgeann.verify import verify
 
     write_project(graph, project, options)
-    x, desc, data_x, labels = _write_project_data(project, graph, source, kind, precision, min_vectors)
+    x, desc, data_x, labels = _write_project_data(project, graph, source, kind, precision, min_vectors, foreign)
     data = project / PROJECT_DATA
 
     echo(f"compiling the C simulation and checking {len(x)} vectors against the reference")
     result = verify(graph, project, x, _references(project, kind), desc)
     csim = compile_csim(project)  # the one verify compiled (cached)
+    _compare_with_full_model(result, project, kind, foreign, x, csim.predict)
     if kind == "float":
         # what post-training fixed point costs, on typical (standardized) inputs
         xs = np.random.default_rng(0).standard_normal((2000, *graph.input.shape)).astype(np.float32)
-        diff = np.abs(onnx_qcdq.run_any(source, xs) - onnx_qcdq.run(data / "reference.onnx", xs))
+        diff = np.abs(onnx_qcdq.run_any(data / "source.onnx", xs) - onnx_qcdq.run(data / "reference.onnx", xs))
         result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
                                              "inputs": "2000 standard-normal vectors", "precision": precision}
     if data_x is not None and len(data_x):
@@ -454,6 +470,39 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
                                                             "stays 'started' only if it was interrupted"}
     write_json(project / "report.json", report)
     return result, report
+
+
+FULL_SOURCE = "source_full.onnx"  # a foreign model before its head (Softmax, ArgMax, ...) was cut off
+
+
+def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x: np.ndarray, predict) -> None:
+    """Where the firmware ends before the model's head: the firmware's class decision against the full original
+    model's, in ``result`` and its summary. For QCDQ: how onnxruntime's default (optimized) session compares."""
+    from edgeann.frontends.onnx.heads import class_agreement, full_classes, run_all
+
+    if kind != "qcdq" and (foreign is None or foreign.head is None):
+        return
+    data, firmware = project / PROJECT_DATA, predict(x).reshape(len(x), -1)
+    if kind == "qcdq":
+        from edgeann.backends import onnx_qcdq
+
+        optimized = onnx_qcdq.run_any(data / "source.onnx", x).reshape(len(x), -1)
+        result["onnxruntime_default_session"] = {
+            "exact_fraction_vs_firmware": float(np.mean(optimized == firmware)),
+            "note": "onnxruntime's default graph optimizations fuse QuantizeLinear/DequantizeLinear pairs into integer "
+                    "kernels that requantize differently from the ONNX operators; the firmware is verified against "
+                    "the operators' own semantics"}
+        if not np.array_equal(optimized, firmware):
+            result["summary"] += (f"; onnxruntime's default session (QDQ fusion) equals it on "
+                                  f"{100 * result['onnxruntime_default_session']['exact_fraction_vs_firmware']:.3f}% of the outputs")
+    if foreign is None or foreign.head is None:
+        return
+    head = foreign.head
+    against = ("qonnx executor" if kind == "qonnx" else "onnxruntime (graph optimizations off)") + " on the full original model"
+    full = full_classes(run_all(data / FULL_SOURCE, x, qonnx=kind == "qonnx"), head)
+    result["class_agreement"] = agreement = class_agreement(full, firmware, head, against)
+    result["summary"] += (f"; {head.describe()}: the firmware's class (argmax) equals the full model's on "
+                          f"{100 * agreement['fraction']:.3f}% of {agreement['n_samples']} vectors")
 
 
 def _firmware_input(graph, source: Path, kind: str, data: Path) -> dict:
@@ -526,7 +575,7 @@ def project_files(project: Path) -> list[str]:
         return files
     files += [f"firmware/{top}.cpp", f"firmware/{top}.h", "firmware/defines.h", "firmware/parameters.h", "project.tcl"]
     try:
-        if json.loads((project / PROJECT_DATA / "source.json").read_text()).get("kind") == "qonnx":
+        if json.loads((project / PROJECT_DATA / "source.json").read_text()).get("kind") in ("qonnx", "qcdq"):
             files.append(f"{PROJECT_DATA}/source.onnx")
     except (OSError, ValueError):
         pass

@@ -1,0 +1,124 @@
+"""Matrix products and what follows them: ``MatMul`` / ``Gemm`` (+ ``Add`` of a constant bias) become
+:class:`~edgeann.ir.Dense`; ``Relu`` is held until the quantizer after it (or the next reader) is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgeann import ir
+from edgeann.errors import EdgeannError
+from edgeann.frontends.onnx.reader import Const, attributes, exact_fixed, op, quantize_const
+
+
+def weights(r, tensor: str, where: str, transpose: bool) -> tuple[np.ndarray, ir.FixedType]:
+    c = r.const(tensor, where)
+    if c.ints is None:
+        if r.precision is not None:
+            t = ir.FixedType(r.precision.width, r.precision.frac, True)
+            c = Const(c.values, quantize_const(c.values, t), t)
+        else:
+            ints, t = exact_fixed(c.values, where, max_bits=8)
+            c = Const(c.values, ints, t)
+    if c.ints.ndim != 2:
+        raise EdgeannError(f"{where}: weight {tensor} has shape {c.ints.shape}; only 2-d MatMul/Gemm weights are supported")
+    return (c.ints.T if transpose else c.ints), c.type
+
+
+def bias(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
+    c = r.const(tensor, where)
+    if c.ints is not None:
+        return c.ints.ravel(), c.type
+    if r.precision is not None:
+        t = ir.FixedType(r.precision.width, r.precision.frac, True)
+        return quantize_const(c.values, t).ravel(), t
+    ints, t = exact_fixed(c.values, where)
+    return ints.ravel(), t
+
+
+def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | None):
+    src = r.dynamic(x, where)
+    weight, wt = weights(r, w, where, transpose_w)  # (n_out, n_in)
+    if r.info(src).shape != (weight.shape[1],):
+        raise EdgeannError(f"{where}: a {weight.shape[1]}-input product of a tensor of shape {r.info(src).shape}: "
+                           "only products of flat per-sample vectors are supported")
+    if bias_tensor is not None:
+        b, bt = bias(r, bias_tensor, where)
+        if b.size == 1:
+            b = np.full(weight.shape[0], b[0], np.int64)
+    else:
+        b, bt = np.zeros(weight.shape[0], np.int64), ir.FixedType(2, r.info(src).type.frac + wt.frac)
+    layer = ir.Dense(r.unique(node.name or "dense"), [src], weight=weight, weight_type=wt, bias=b, bias_type=bt)
+    r.alias[node.output[0]] = r.emit(layer)
+    r.raw_acc.add(layer.name)
+    if bias_tensor is None:
+        r.dense_out[node.output[0]] = layer
+
+
+def scaled(r, tensor: str, factor: float, where: str, what: str) -> str:
+    """The constant ``tensor`` times Gemm's ``alpha`` / ``beta``: exact for a power of two (the codes keep, the
+    grid moves) or for float constants; a quantized constant times anything else is refused."""
+    if factor == 1.0:
+        return tensor
+    c = r.const(tensor, where)
+    mantissa, exponent = math.frexp(abs(factor))
+    name = f"{tensor}*{factor!r}"
+    if c.ints is not None and mantissa == 0.5:
+        ints = c.ints * (1 if factor > 0 else -1)
+        frac = c.type.frac - (exponent - 1)
+        t = c.type if factor > 0 else ir.FixedType.covering(int(ints.min(initial=0)), int(ints.max(initial=0)), c.type.frac)
+        r.consts[name] = Const(ints * 2.0**-frac, ints, ir.FixedType(t.width, frac, t.signed, t.narrow))
+    elif c.ints is None:
+        r.consts[name] = Const(np.asarray(c.values, np.float64) * factor)
+    else:
+        raise EdgeannError(f"{where}: {what} {factor!r} is not a power of two, so it cannot scale quantized constants exactly")
+    return name
+
+
+@op("MatMul")
+def read_matmul(r, node, where):
+    x, w = node.input
+    if x in r.consts and w not in r.consts:  # W @ x on column vectors (N, K, 1)
+        shape = r.shape.get(w)
+        if not shape or len(shape) != 3 or shape[2] != 1:
+            raise EdgeannError(f"{where}: a constant times an activation of shape {shape}: only column vectors (N, K, 1) "
+                               "are supported")
+        dense(r, node, where, w, x, transpose_w=False, bias_tensor=None)
+        return
+    dense(r, node, where, x, w, transpose_w=True, bias_tensor=None)
+
+
+@op("Gemm")
+def read_gemm(r, node, where):
+    attrs = attributes(node)
+    if attrs.get("transA", 0):
+        raise EdgeannError(f"{where}: Gemm with transA=1 reads its activation with the batch on the second axis; "
+                           "not supported")
+    x, w = node.input[:2]
+    if x in r.consts:
+        raise EdgeannError(f"{where}: Gemm with a constant first operand puts the batch on the last axis; not supported")
+    w = scaled(r, w, float(attrs.get("alpha", 1.0)), where, "alpha")
+    b = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if b is not None:
+        b = scaled(r, b, float(attrs.get("beta", 1.0)), where, "beta")
+    dense(r, node, where, x, w, transpose_w=not attrs.get("transB", 0), bias_tensor=b)
+
+
+@op("Add")
+def read_add(r, node, where):
+    a, b = node.input
+    dyn, const = (a, b) if b in r.consts else (b, a)
+    if const not in r.consts or dyn not in r.dense_out:
+        raise EdgeannError(f"{where}: Add is only supported as the bias of a MatMul (constant + MatMul output)")
+    layer = r.dense_out.pop(dyn)
+    layer.bias, layer.bias_type = bias(r, const, where)
+    if layer.bias.size == 1:
+        layer.bias = np.full(layer.n_out, layer.bias[0], np.int64)
+    r.alias[node.output[0]] = r.alias[dyn]
+
+
+@op("Relu")
+def read_relu(r, node, where):
+    src = r.dynamic(node.input[0], where, requant=False)
+    r.relu_of[node.output[0]] = src

@@ -1,0 +1,35 @@
+"""Ops that only move values: ``Flatten``, ``Reshape``, ``Squeeze``, ``Unsqueeze``, ``Identity`` and (at inference)
+``Dropout`` of an already flat tensor."""
+
+from __future__ import annotations
+
+from edgeann import ir
+from edgeann.errors import EdgeannError
+from edgeann.frontends.onnx.reader import op
+
+
+@op("Flatten")
+@op("Reshape")
+@op("Squeeze")
+@op("Unsqueeze")
+@op("Identity")
+@op("Dropout")
+def read_passthrough(r, node, where):
+    x = node.input[0]
+    shape = r.shape.get(node.output[0])
+    if shape and len([d for d in shape[1:] if d != 1]) > 1:
+        raise EdgeannError(f"{where}: {node.op_type} to shape {shape} is not supported (only flattening)")
+    if x in r.pending:  # a quantizer being read (ops_qcdq): its shape does not matter
+        r.pending[node.output[0]] = r.pending[x]
+        return
+    if x in r.relu_of:  # ReLU and flattening commute
+        r.relu_of[node.output[0]] = _flat(r, r.relu_of.pop(x), node)
+        return
+    r.alias[node.output[0]] = _flat(r, r.dynamic(x, where), node)
+
+
+def _flat(r, src: str, node) -> str:
+    """``src`` as one vector per sample (row-major, as ONNX reshapes)."""
+    if len(r.info(src).shape) <= 1:
+        return src
+    return r.emit(ir.Flatten(r.unique(node.name or f"flatten_{src}"), [src]))

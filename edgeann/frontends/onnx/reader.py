@@ -1,0 +1,252 @@
+"""The core of the ONNX front end: the model's constants, the ONNX -> graph tensor aliases, and node emission.
+
+After qonnx's clean-up (shapes inferred, constants folded, names unique, graph sorted), the graph is walked once
+in topological order and each node is handed to the function registered for its op type in :data:`OPS`
+(``ops_*.py``). Everything outside that set ends in an :class:`~edgeann.errors.EdgeannError` naming the node.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgeann import ir
+from edgeann.errors import EdgeannError
+from edgeann.registry import Registry
+
+OpReader = Callable[["Reader", onnx.NodeProto, str], None]  # (reader, node, where) -> None
+OPS = Registry("ONNX op reader")  # ONNX op type -> the function reading it into the graph
+op = OPS.register
+
+_AP_TYPE = re.compile(r"^\s*ap_(u?)fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*>\s*$")
+
+
+def parse_precision(text: str) -> ir.FixedType:
+    """``ap_fixed<16,6>`` / ``ap_ufixed<8,3>`` -> FixedType."""
+    m = _AP_TYPE.match(text)
+    if not m:
+        raise EdgeannError(f"--precision {text!r}: expected ap_fixed<W,I> or ap_ufixed<W,I>")
+    unsigned, width, integer = m.group(1) == "u", int(m.group(2)), int(m.group(3))
+    if not 2 <= width <= 24:
+        raise EdgeannError(f"--precision {text!r}: width {width} is outside 2-24 bits")
+    return ir.FixedType(width, width - integer, not unsigned)
+
+
+def pow2_frac(scale: np.ndarray, where: str) -> int:
+    s = np.asarray(scale, dtype=np.float64).ravel()
+    if s.size == 0 or not np.all(s == s[0]):
+        raise EdgeannError(f"{where}: per-channel scales are not supported; use one power-of-two scale per tensor")
+    mantissa, exponent = math.frexp(float(s[0]))
+    if s[0] <= 0 or mantissa != 0.5:
+        raise EdgeannError(
+            f"{where}: scale {float(s[0])!r} is not a power of two, so no ap_fixed type holds it exactly; "
+            "use a fixed-point quantizer (Brevitas *FixedPoint quantizers, QKeras quantized_bits with alpha=1)"
+        )
+    return 1 - exponent
+
+
+def bit_width(value, where: str, lo: int = 1, hi: int = 32) -> int:
+    b = float(np.asarray(value).ravel()[0])
+    if b != int(b) or not lo <= b <= hi:
+        raise EdgeannError(f"{where}: bit width {b:g} cannot be represented (an integer in {lo}-{hi} is needed)")
+    return int(b)
+
+
+def quantize_const(values: np.ndarray, t: ir.FixedType, rounding: str = "ROUND") -> np.ndarray:
+    v = np.asarray(values, np.float64) * 2.0**t.frac
+    ints = np.floor(v) if rounding == "FLOOR" else np.round(v)  # numpy rounds half to even
+    return np.clip(ints, t.int_min, t.int_max).astype(np.int64)
+
+
+def exact_fixed(values: np.ndarray, where: str, max_bits: int = 32) -> tuple[np.ndarray, ir.FixedType]:
+    """Represent float constants exactly as fixed point (they must be dyadic)."""
+    v = np.asarray(values, np.float64)
+    for frac in range(-16, 40):
+        ints = v * 2.0**frac
+        if np.all(ints == np.round(ints)):
+            ints = ints.astype(np.int64)
+            t = ir.FixedType.covering(int(ints.min(initial=0)), int(ints.max(initial=0)), frac)
+            if t.width <= max_bits:
+                return ints, t
+            break
+    raise EdgeannError(f"{where}: float constants that are not fixed-point numbers; quantize the model or pass --precision")
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+class Const:
+    def __init__(self, values: np.ndarray, ints: np.ndarray | None = None, type: ir.FixedType | None = None):
+        self.values, self.ints, self.type = values, ints, type
+
+
+class Reader:
+    def __init__(self, model: onnx.ModelProto, name: str, precision: ir.FixedType | None):
+        self.model, self.name, self.precision = model, name, precision
+        self.consts: dict[str, Const] = {t.name: Const(numpy_helper.to_array(t)) for t in model.graph.initializer}
+        self.alias: dict[str, str] = {}  # onnx tensor -> ir tensor
+        self.relu_of: dict[str, str] = {}  # onnx tensor -> ir tensor it is the ReLU of (not yet emitted)
+        self.nodes: list[ir.Node] = []
+        self.dense_out: dict[str, ir.Dense] = {}  # onnx tensor that is a bias-less Dense's output
+        self.raw_acc: set[str] = set()  # IR tensors that are untruncated Dense results (PTQ only)
+        self.pending: dict = {}  # onnx tensor -> a quantizer spread over several nodes, not yet emitted (ops_qcdq)
+        self.shape: dict[str, tuple] = {}
+        for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+            dims = vi.type.tensor_type.shape.dim
+            self.shape[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        inputs = [i for i in model.graph.input if i.name not in self.consts]
+        if len(inputs) != 1 or len(model.graph.output) != 1:
+            raise EdgeannError(f"edgeann supports models with one input and one output (this one has {len(inputs)} and {len(model.graph.output)})")
+        self.graph_input = inputs[0].name
+        self.in_shape = tuple(self.shape[self.graph_input][1:])
+        if any(d is None for d in self.in_shape):
+            raise EdgeannError(f"input {self.graph_input}: per-sample shape {self.in_shape} is not fully known")
+
+    def unique(self, base: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", base).strip("_") or "layer"
+        names = {n.name for n in self.nodes}
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        return name
+
+    def emit(self, node: ir.Node) -> str:
+        self.nodes.append(node)
+        return node.name
+
+    def dynamic(self, tensor: str, where: str, requant: bool = True) -> str:
+        """The IR tensor behind an ONNX tensor, emitting a pending ReLU if needed.
+
+        With ``precision`` (post-training fixed point) a layer's raw accumulator is truncated
+        to the precision before anything but a ReLU reads it.
+        """
+        if requant and self.precision is not None and self.alias.get(tensor) in self.raw_acc:
+            src = self.alias[tensor]
+            self.raw_acc.discard(src)
+            self.alias[tensor] = self.emit(ir.Quantize(self.unique(f"{src}_out"), [src], type=self.precision))
+            self.dense_out.pop(tensor, None)
+        if tensor in self.pending:
+            self.alias[tensor] = self.pending.pop(tensor).materialize(self, where)
+        if tensor in self.relu_of:
+            src = self.relu_of.pop(tensor)
+            self.alias[tensor] = self.emit(ir.Relu(self.unique(f"relu_{src}"), [src], type=self.relu_passthrough(src)))
+        if tensor == self.graph_input:
+            if self.precision is None:
+                raise EdgeannError(f"{where}: the model input {tensor} is not quantized; pass --precision for its type")
+            self.alias[tensor] = self.emit(ir.Input("input", [], shape=self.in_shape, type=self.precision))
+        if tensor not in self.alias:
+            raise EdgeannError(f"{where}: input {tensor} comes from an unsupported construct")
+        return self.alias[tensor]
+
+    def relu_passthrough(self, src: str) -> ir.FixedType:
+        if self.precision is not None:
+            return self.precision
+        t = self.info(src).type
+        return ir.FixedType(max(t.width - 1, 1), t.frac, signed=False)
+
+    def info(self, tensor: str) -> ir.TensorInfo:
+        return ir.Graph(self.name, list(self.nodes), [tensor]).infos()[tensor]
+
+    def const(self, tensor: str, where: str) -> Const:
+        if tensor not in self.consts:
+            raise EdgeannError(f"{where}: expected a constant for {tensor}")
+        return self.consts[tensor]
+
+    def finish(self) -> ir.Graph:
+        out = self.model.graph.output[0].name
+        src = self.dynamic(out, f"output {out}")
+        if not self.nodes or not isinstance(self.nodes[0], ir.Input):
+            raise EdgeannError("the model's input is not quantized before its first layer")
+        graph = ir.Graph(self.name, self.nodes, [src])
+        graph.infos()
+        return graph
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeannError(f"model file {path} not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise EdgeannError(f"{path}: not a valid ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    if not model.graph.node:
+        raise EdgeannError(f"{path}: not a valid ONNX model (the graph has no nodes)")
+    return model
+
+
+ORIGINAL_NAME = "edgeann.original_name"  # node metadata: the name a node had before qonnx renamed it
+
+
+def clean(model: onnx.ModelProto) -> onnx.ModelProto:
+    """qonnx's clean-up: shapes inferred, constants folded, names unique, graph sorted. Each node keeps the name
+    it had in the user's file (for the messages) in its metadata."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    for node in model.graph.node:
+        if node.name:
+            node.metadata_props.add(key=ORIGINAL_NAME, value=node.name)
+    try:
+        return cleanup_model(ModelWrapper(model)).model
+    except Exception as e:
+        raise EdgeannError(f"qonnx could not clean up the model ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+
+
+# ops that only move values: folding them keeps a quantized constant's integer codes and type
+MOVES_VALUES = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout")
+_TYPED_CONSTANTS = ("Quant", "BipolarQuant", "DequantizeLinear")  # their readers make typed constants themselves
+
+
+def fold(r: Reader, node: onnx.NodeProto, where: str) -> None:
+    """Evaluate a node whose inputs are all constants (what qonnx's clean-up leaves: a weight ``Transpose`` after
+    a ``DequantizeLinear``, say) with onnx's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    opset = next((o.version for o in r.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    names = [i for i in node.input if i]
+
+    def run(arrays: dict) -> list[np.ndarray]:
+        g = onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o],
+                                   [numpy_helper.from_array(np.asarray(v), k) for k, v in arrays.items()])
+        model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
+        return ReferenceEvaluator(model).run(None, {})
+
+    try:
+        values = run({k: r.consts[k].values for k in names})
+        first = r.consts[node.input[0]]
+        ints = None
+        if node.op_type in MOVES_VALUES and first.ints is not None:
+            ints = run({k: (r.consts[k].ints if k == node.input[0] else r.consts[k].values) for k in names})[0]
+    except Exception as e:
+        raise EdgeannError(f"{where}: could not fold this constant ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    outputs = [o for o in node.output if o]
+    for k, o in enumerate(outputs):
+        r.consts[o] = Const(np.asarray(values[k]), *((np.asarray(ints).astype(np.int64), first.type) if k == 0 and ints is not None else ()))
+
+
+def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None) -> ir.Graph:
+    """Walk a cleaned-up model node by node into the fixed-point graph."""
+    reader = Reader(model, name, precision)
+    for k, node in enumerate(model.graph.node):
+        original = next((p.value for p in node.metadata_props if p.key == ORIGINAL_NAME), None)
+        where = f"node {original or node.name or k} ({node.op_type})"
+        if node.op_type not in _TYPED_CONSTANTS and all(i in reader.consts for i in node.input if i) and node.input:
+            fold(reader, node, where)
+            continue
+        fn = OPS.get(node.op_type)
+        if fn is None:
+            raise EdgeannError(f"{where}: op {node.op_type} is not supported (supported: {', '.join(OPS)})")
+        if precision is not None and node.op_type in ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear"):
+            kind = "QONNX" if node.op_type in ("Quant", "BipolarQuant") else "QCDQ"
+            raise EdgeannError(f"{where}: the model is already quantized ({kind}); drop --precision")
+        fn(reader, node, where)
+    return reader.finish()

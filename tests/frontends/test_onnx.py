@@ -1,0 +1,129 @@
+"""The ONNX front end on its own: foreign graphs read into the fixed-point graph, equal to the original model
+(cut at the logits) on 10,000 vectors, and refusals that name the node and the reason."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgeann.cli import main
+from edgeann.errors import EdgeannError
+from edgeann.export import run_qonnx
+from edgeann.frontends.onnx import parse_precision, read_foreign
+from edgeann.frontends.onnx.heads import run_all
+from edgeann.verify import verification_inputs
+from tests.frontends.foreign_models import brevitas_export, brevitas_mlp, qcdq_column_matmul, qcdq_mlp
+
+
+def _graph_equals_original(path, tmp_path, precision=None):
+    foreign = read_foreign(path, parse_precision(precision) if precision else None)
+    x, _ = verification_inputs(foreign.graph, None, 10_000)
+    onnx.save(foreign.reference, str(tmp_path / "cut.onnx"))
+    graph = foreign.graph.predict(x).reshape(len(x), -1)
+    ref = run_qonnx(tmp_path / "cut.onnx", x).reshape(len(x), -1)
+    if foreign.kind != "qonnx":
+        assert np.array_equal(run_all(tmp_path / "cut.onnx", x, qonnx=False)[0].reshape(len(x), -1), ref)
+    assert len(x) >= 10_000 and np.array_equal(graph, ref)
+    return foreign
+
+
+@pytest.mark.parametrize("head", ["Softmax", "ArgMax", "TopK", "Sigmoid", "none"])
+def test_handmade_qcdq_with_gemm_alpha_beta_transpose_dropout_and_a_head(tmp_path, head):
+    foreign = _graph_equals_original(qcdq_mlp(tmp_path / "m.onnx", head), tmp_path)
+    assert foreign.kind == "qcdq" and [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Dense", "Relu", "Dense"]
+    assert (foreign.head is None) == (head == "none")
+    if foreign.head:
+        assert foreign.head.logits == "logits" and foreign.head.ops[-1] == head
+
+
+def test_constant_times_a_column_vector(tmp_path):
+    foreign = _graph_equals_original(qcdq_column_matmul(tmp_path / "m.onnx"), tmp_path)
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Dense"]
+
+
+@pytest.mark.parametrize("fmt", ["qcdq", "qonnx"])
+def test_brevitas_power_of_two_exports_with_a_softmax(tmp_path, fmt):
+    foreign = _graph_equals_original(brevitas_export(brevitas_mlp(), tmp_path / "b.onnx", fmt, softmax=True), tmp_path)
+    assert foreign.kind == fmt and foreign.head.ops == ("Softmax",)
+
+
+def test_float_model_with_a_dynamic_batch_shape_subgraph(tmp_path):
+    """Shape -> Gather -> Unsqueeze -> Concat -> Reshape (torch's x.view(x.size(0), -1), dynamic batch) is folded
+    by qonnx's clean-up."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(12, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(x.view(x.size(0), -1)), dim=1)
+
+    torch.manual_seed(0)
+    torch.onnx.export(Net(), torch.zeros(1, 3, 4), str(tmp_path / "f.onnx"), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N"}})
+    assert "Shape" in {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    foreign = read_foreign(tmp_path / "f.onnx", parse_precision("ap_fixed<16,6>"))
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Flatten", "Dense", "Quantize"]
+    assert foreign.head.ops == ("Softmax",)
+
+
+def _unsupported_op(path):
+    m = onnx.load(str(qcdq_mlp(path, head="none")))
+    relu = next(n for n in m.graph.node if n.op_type == "Relu")
+    relu.op_type, relu.name = "Tanh", "squash"
+    onnx.save(m, str(path))
+    return path
+
+
+def _trans_a(path):
+    m = onnx.load(str(qcdq_mlp(path, head="none")))
+    fc2 = next(n for n in m.graph.node if n.name == "fc2")
+    fc2.attribute.append(helper.make_attribute("transA", 1))
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: qcdq_mlp(p, act_scale=0.1), "node quant_act (QuantizeLinear): scale 0.1"),
+    (lambda p: qcdq_mlp(p, zero_point=3), "node quant_act (QuantizeLinear): zero point [3] is not 0"),
+    (_unsupported_op, "node squash (Tanh): op Tanh is not supported"),
+    (_trans_a, "node fc2 (Gemm): Gemm with transA=1"),
+])
+def test_refusals_name_the_node_in_one_line(tmp_path, capsys, make, fragment):
+    src = make(tmp_path / "m.onnx")
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and not (tmp_path / "p").exists()
+
+
+def test_qcdq_model_with_precision_is_refused(tmp_path):
+    with pytest.raises(EdgeannError, match=r"already quantized \(QCDQ\); drop --precision"):
+        read_foreign(qcdq_mlp(tmp_path / "m.onnx"), parse_precision("ap_fixed<16,6>"))
+
+
+def test_a_non_power_of_two_gemm_alpha_on_quantized_weights_is_refused(tmp_path):
+    m = onnx.load(str(qcdq_mlp(tmp_path / "m.onnx", head="none")))
+    fc2 = next(n for n in m.graph.node if n.name == "fc2")
+    next(a for a in fc2.attribute if a.name == "alpha").f = 0.3
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    with pytest.raises(EdgeannError, match=r"node fc2 \(Gemm\): alpha 0.3\d* is not a power of two"):
+        read_foreign(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("rounding", ["floor", "half_even"])
+def test_model_onnx_round_trip_over_random_graphs(tmp_path, rounding):
+    """Any MLP edgeann writes as QCDQ (quantizers of 2-24 bits: int8, int16 after a float Clip, float Clip alone;
+    fractions below zero and beyond the width; float64 sums) reads back into a graph computing the same."""
+    from edgeann import testing
+    from edgeann.backends import onnx_qcdq
+
+    rng = np.random.default_rng(11)
+    for k in range(24):
+        graph = testing.random_graph(rng, f"g{k}", rounding=rounding, max_bits=24, max_width=12)
+        onnx_qcdq.save(graph, tmp_path / "model.onnx")
+        back = read_foreign(tmp_path / "model.onnx").graph
+        x = testing.random_inputs(graph, rng, 500).astype(np.float32)
+        assert np.array_equal(back.predict(x), graph.predict(x)), k
+        assert np.array_equal(back.predict(x), onnx_qcdq.run(tmp_path / "model.onnx", x).reshape(len(x), -1)), k

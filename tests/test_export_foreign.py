@@ -1,0 +1,67 @@
+"""edgeann export --fpga on foreign QCDQ / QONNX / ONNX models: the firmware's C simulation equals the original
+model (cut at the logits) on >= 10,000 vectors, and the class decision is compared with the full model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeann import ir
+
+from edgeann.cli import main
+from edgeann.pipeline import export_firmware
+from tests.frontends.foreign_models import brevitas_export, brevitas_mlp, qcdq_column_matmul, qcdq_mlp
+
+pytestmark = pytest.mark.csim
+
+
+def _exact(v: dict, reference: str) -> None:
+    assert v["exact"] and v["exact_fraction"] == 1.0 and v["n_samples"] >= 10_000
+    assert v["reference"] == reference and all(c["exact"] for c in v["comparisons"].values())
+
+
+def test_edgeann_own_model_onnx_comes_back_bit_exact(trained_run, tmp_path, capsys):
+    """model.onnx that `edgeann train` writes (QuantizeLinear / Clip / DequantizeLinear after Mul / Floor / Mul)."""
+    assert main(["export", str(trained_run / "model.onnx"), "--fpga", "--out", str(tmp_path / "p")]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+    v = json.loads((tmp_path / "p" / "verification.json").read_text())
+    _exact(v, "qonnx executor on the original QCDQ model")
+    assert v["onnxruntime_default_session"]["exact_fraction_vs_firmware"] == 1.0 and "class_agreement" not in v
+    # the same fixed-point graph as the run's own, up to node names and the (narrowest) weight and bias types
+    run, read = ir.Graph.load(trained_run / "graph.npz"), ir.Graph.load(tmp_path / "p" / "edgeann" / "graph.npz")
+    assert [type(n) for n in read.nodes] == [type(n) for n in run.nodes]
+    x = np.random.default_rng(0).normal(0, 4, (2000, *run.input.shape)).astype(np.float32)
+    assert np.array_equal(read.predict(x), run.predict(x))
+    assert [i.type for i in read.infos().values()][-1] == [i.type for i in run.infos().values()][-1]
+
+
+def test_brevitas_qcdq_export_with_a_softmax(tmp_path):
+    src = brevitas_export(brevitas_mlp(), tmp_path / "b.onnx", "qcdq", softmax=True)
+    proj, v = export_firmware(src, tmp_path / "p", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the original QCDQ model")
+    assert v["class_agreement"]["head"] == ["Softmax"] and v["class_agreement"]["fraction"] >= 0.99
+    assert "the firmware's class (argmax) equals the full model's on 100.000%" in v["summary"]
+    assert (proj / "edgeann" / "source_full.onnx").is_file()
+    # onnxruntime's default session fuses QDQ into integer kernels: reported beside, never the reference
+    assert 0 < v["onnxruntime_default_session"]["exact_fraction_vs_firmware"] <= 1.0
+    assert main(["verify", str(proj)]) == 0
+
+
+def test_brevitas_qonnx_export_with_a_softmax(tmp_path):
+    src = brevitas_export(brevitas_mlp(), tmp_path / "b.onnx", "qonnx", softmax=True)
+    _, v = export_firmware(src, tmp_path / "p", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the QONNX model")
+    assert v["class_agreement"]["with"].startswith("qonnx executor on the full original")
+
+
+@pytest.mark.parametrize("head", ["ArgMax", "TopK", "Sigmoid"])
+def test_handmade_qcdq_gemm_graph_with_a_head(tmp_path, head):
+    _, v = export_firmware(qcdq_mlp(tmp_path / "m.onnx", head), tmp_path / "p", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the original QCDQ model")
+    agreement = v["class_agreement"]
+    assert agreement["head"][-1] == head and agreement["n_samples"] == v["n_samples"] and agreement["fraction"] >= 0.99
+
+
+def test_constant_times_a_column_vector(tmp_path):
+    _, v = export_firmware(qcdq_column_matmul(tmp_path / "m.onnx"), tmp_path / "p", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the original QCDQ model")
