@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 from edgeann.errors import EdgeannError
@@ -53,6 +54,8 @@ def run_scan(flow, space_path, trials: int, workers: int = 1, out=None, override
         from edgeann.scan.ray_backend import connect
 
         ray_info = connect(ray)  # an unreachable cluster or a missing Ray ends here, before any file is written
+    if ray is None and workers > 1:
+        start_worker_server()
     from edgeann import data, pipeline  # noqa: F401  (imported once here, not inside the first trial's time)
 
     echo(f"preparing the data of {cfg.name} once for every trial")
@@ -121,32 +124,65 @@ def _open_scan(folder: Path, flow_path: Path, overrides: list[str], cfg, space: 
 
 
 def _run_local(scan: st.Scan, trials: int, workers: int, echo) -> None:
-    """``workers`` processes sharing the study (one: this process); torch threads per worker = cores / workers."""
+    """``workers`` workers sharing the study, torch threads per worker = cores / workers. This process, whose
+    torch and Brevitas are loaded already, is worker 0 and starts training at once; the others are processes
+    forked from a server that loaded them once (see :func:`start_worker_server`), started as the scan began."""
     threads = max(1, available_cores() // workers)
     if workers == 1:
         st.work(str(scan.folder), trials, 0, threads)
         return
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # a forked torch would inherit its thread pools
+    ctx = _worker_context()
     procs = [ctx.Process(target=_worker, args=(str(scan.folder), trials, i, threads), name=f"edgeann-scan-{i}")
-             for i in range(workers)]
+             for i in range(1, workers)]
     for p in procs:
         p.start()
     (scan.folder / "workers.json").write_text(json.dumps([p.pid for p in procs]) + "\n")
-    reported = set()
+    watcher = threading.Thread(target=_watch, args=(procs, echo), daemon=True)  # the one place that polls them
+    watcher.start()
     try:
-        while any(p.is_alive() for p in procs):
-            for p in procs:
-                p.join(timeout=0.5)
-                if p.exitcode not in (None, 0) and p.pid not in reported:
-                    reported.add(p.pid)
-                    how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
-                    echo(f"worker {p.name} (pid {p.pid}) ended with {how}; its trial is re-run by the other workers")
+        st.work(str(scan.folder), trials, 0, threads)
+        watcher.join()
     except BaseException:
         for p in procs:
             p.terminate()
         raise
+
+
+def _watch(procs, echo) -> None:
+    """Wait for the worker processes; say when one ends abnormally (its trial is re-run by the others)."""
+    reported = set()
+    while True:
+        ended = [p for p in procs if p.exitcode is not None]
+        for p in ended:
+            if p.exitcode != 0 and p.pid not in reported:
+                reported.add(p.pid)
+                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
+                echo(f"worker {p.name} (pid {p.pid}) ended with {how}; its trial is re-run by the other workers")
+        if len(ended) == len(procs):
+            return
+        time.sleep(0.3)
+
+
+_PRELOAD = ["edgeann.scan.study", "edgeann.pipeline"]
+
+
+def _worker_context():
+    # not "fork": a forked torch would inherit this process's thread pools. A fork server is a fresh process
+    # that only imports (no thread pool exists yet), so forks of it are safe and start in milliseconds.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def start_worker_server() -> None:
+    """Start the fork server of the local workers now, so that its one import of torch and Brevitas runs
+    while this process checks the space and prepares the data."""
+    from multiprocessing import forkserver
+
+    _worker_context()
+    forkserver.ensure_running()
 
 
 def _worker(folder: str, trials: int, worker: int, threads: int) -> None:
