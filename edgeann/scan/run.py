@@ -191,15 +191,23 @@ def _worker(folder: str, trials: int, worker: int, threads: int) -> None:
 
 
 def _end_with_parent() -> None:
-    """A worker ends when the scan that started it is killed (Linux), instead of training on unattended; its
-    trial is then re-run by the next scan."""
-    import ctypes
+    """A worker ends when the scan that started it ends or is killed, instead of training on unattended; its trial
+    is then re-run by the next scan. The scan is not the worker's parent process (the fork server is, and lives as
+    long as any worker), so the worker watches the pipe multiprocessing keeps from the scan: it reads end-of-file
+    when the scan is gone."""
+    import multiprocessing
     import signal
+    from multiprocessing.connection import wait
 
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: orphaned workers finish the study on their own
-        pass
+    scan = multiprocessing.parent_process()
+    if scan is None:
+        return
+
+    def watch():
+        wait([scan.sentinel])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-scan", daemon=True).start()
 
 
 class _ProgressBar:

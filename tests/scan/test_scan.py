@@ -125,6 +125,34 @@ def test_a_killed_worker_s_trial_is_rerun_and_counted_once(tiny, tmp_path):
     assert not (out / f"trials/trial_{int(failed[0]['trial']):04d}").exists()
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def test_killing_the_scan_ends_its_workers(tiny, tmp_path):
+    """The workers are forked from a server, not from the scan, which lives as long as any of them: they must
+    still end when the scan is SIGKILLed, not train on unattended (trials long enough that they would)."""
+    flow, space = tiny
+    out = tmp_path / "s"
+    long_trials = ("--set", "training.epochs=5000", "--set", "training.early_stopping=null")
+    proc = subprocess.Popen(scan_command(flow, space, out, 3, 2, *long_trials), env=scan_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    beats = out / ".heartbeats"
+    _wait_for(lambda: (out / "workers.json").is_file() and beats.is_dir() and len(list(beats.iterdir())) == 2, 240,
+              "two trials running")
+    worker = json.loads((out / "workers.json").read_text())[0]
+    proc.kill()
+    proc.wait()
+    try:
+        _wait_for(lambda: _gone(worker), 10, f"worker {worker} to end with its scan")
+    finally:
+        if not _gone(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
 def test_one_worker_with_a_fixed_seed_is_deterministic_and_a_rerun_continues_to_the_new_total(tiny, tmp_path):
     flow, space = tiny
     quiet = {"progress": False, "echo": lambda *a: None}
