@@ -134,22 +134,25 @@ def _run_local(scan: st.Scan, trials: int, workers: int, echo) -> None:
     ctx = _worker_context()
     procs = [ctx.Process(target=_worker, args=(str(scan.folder), trials, i, threads), name=f"edgeann-scan-{i}")
              for i in range(1, workers)]
-    for p in procs:
-        p.start()
-    (scan.folder / "workers.json").write_text(json.dumps([p.pid for p in procs]) + "\n")
-    watcher = threading.Thread(target=_watch, args=(procs, echo), daemon=True)  # the one place that polls them
+    # started from another thread: a start waits for the fork server to finish importing, this process need not
+    watcher = threading.Thread(target=_start_and_watch, args=(procs, scan.folder / "workers.json", echo), daemon=True)
     watcher.start()
     try:
         st.work(str(scan.folder), trials, 0, threads)
         watcher.join()
     except BaseException:
         for p in procs:
-            p.terminate()
+            if p.pid is not None:
+                p.terminate()
         raise
 
 
-def _watch(procs, echo) -> None:
-    """Wait for the worker processes; say when one ends abnormally (its trial is re-run by the others)."""
+def _start_and_watch(procs, pid_file: Path, echo) -> None:
+    """Start the worker processes and wait for them (the one place that polls them); say when one ends
+    abnormally (its trial is re-run by the others)."""
+    for p in procs:
+        p.start()
+    pid_file.write_text(json.dumps([p.pid for p in procs]) + "\n")
     reported = set()
     while True:
         ended = [p for p in procs if p.exitcode is not None]
