@@ -72,19 +72,34 @@ def _estimate(model, comb) -> dict:
     """alkaid's own numbers for the pipelined design: LUT-equivalent cost, registers, latency.
 
     ``lut`` is alkaid's cost of the Verilog as written; ``lut_two_input_adders`` its cost without three-input
-    adders (the same number unless ``RtlOptions.ternary_adders``), which is how Yosys maps adders."""
+    adders (the same number unless ``RtlOptions.ternary_adders``), which is how Yosys maps adders;
+    ``lut_single_output`` its cost with one output per LUT (ReLU and multiplexer bits a LUT each), which is
+    how Yosys maps LUTs."""
     fsm = model.fsm
     periods = {s.schedule.period for s in fsm.inp_signals + fsm.out_signals if s.schedule is not None}
+    lut = float(sum(c.cost for c in fsm.logic.values()))
     return {
-        "lut": round(float(sum(c.cost for c in fsm.logic.values()))),
+        "lut": round(lut),
         "ff": int(model.reg_bits),
         "dsp": 0,
         "lut_two_input_adders": round(float(comb.cost)),
+        "lut_single_output": round(lut + _dual_output_savings(fsm)),
         "latency_cycles": int(model.latency) if model.latency is not None else 0,
         "pipeline_stages": len(fsm.logic),
         "initiation_interval": int(max(periods)) if periods else 1,
         "logic_delay_ns": round(float(comb.latency[1]), 3),
     }
+
+
+# alkaid's cost model counts ReLU bits (opcode 2) and multiplexer bits (opcode 6, max pooling, saturation) at half
+# a LUT each: Vivado packs two such outputs into one dual-output LUT6_2. Yosys' synth_xilinx maps one output per
+# LUT, so for it these bits cost a LUT each.
+_HALF_LUT_OPCODES = (2, 6)
+
+
+def _dual_output_savings(fsm) -> float:
+    """What alkaid's estimate saves by packing two outputs into a LUT6_2 (added back: one output per LUT)."""
+    return float(sum(op.cost for c in fsm.logic.values() for op in c.ops if op.opcode in _HALF_LUT_OPCODES))
 
 
 def _pipelined(comb, project: Path, options: RtlOptions):

@@ -12,6 +12,7 @@ def backend_section(manifest: dict, synthesis: dict | None) -> dict:
     ``latency``: cycles, ns at the clock period, initiation interval, pipeline stages."""
     est = manifest["estimate"]
     estimate = {"lut": est["lut"], "ff": est["ff"], "dsp": est["dsp"], "lut_two_input_adders": est["lut_two_input_adders"],
+                "lut_single_output": est.get("lut_single_output"),
                 "tool": manifest["generator"]["tool"], "version": manifest["generator"]["version"]}
     if synthesis is not None:
         resources = {key: synthesis[key] for key in ("lut", "ff", "dsp", "bram", "carry", "srl", "cells", "tool",
@@ -19,6 +20,7 @@ def backend_section(manifest: dict, synthesis: dict | None) -> dict:
         resources.update(source="synthesized", estimate=estimate,
                          lut_over_estimate=_ratio(synthesis["lut"], est["lut"]),
                          lut_over_two_input_adder_estimate=_ratio(synthesis["lut"], est["lut_two_input_adders"]),
+                         lut_over_single_output_estimate=_ratio(synthesis["lut"], est.get("lut_single_output", 0)),
                          ff_over_estimate=_ratio(synthesis["ff"], est["ff"]))
     else:
         resources = {"lut": est["lut"], "ff": est["ff"], "dsp": est["dsp"], "bram": 0, "carry": None, "cells": {},
