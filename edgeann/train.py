@@ -39,6 +39,7 @@ from edgeann.quant import collecting_stats, restore_stats_collection, stats_coll
 # it pays off after ~5,000 steps. The decision is a function of the flow, never of a timing, so a resumed run
 # takes the same path as an uninterrupted one.
 COMPILE_MIN_STEPS = 10000
+DEVICE_DATA_FRACTION = 0.5  # of the free GPU memory: larger training inputs stay on the host, pinned
 CHECKPOINT_FORMAT = 2  # 2: exact resume (quantizer statistics, schedules, random states); 1 held weights and optimizer
 
 
@@ -55,10 +56,17 @@ def select_device(name: str) -> torch.device:
 
 
 class DeviceData:
-    """A split held as tensors on the device, batched by shuffled index."""
+    """A split held as tensors on the device, batched by shuffled index: no copy from the host per batch.
+
+    Inputs that would take more than ``DEVICE_DATA_FRACTION`` of the free GPU memory stay on the host in
+    pinned memory instead; each batch is then gathered there and copied asynchronously (labels always move).
+    """
 
     def __init__(self, ds: Dataset, device: torch.device):
-        self.x = torch.as_tensor(ds.x, device=device)
+        x = torch.as_tensor(ds.x)
+        self.device = device
+        self.on_host = device.type == "cuda" and x.numel() * x.element_size() > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0]
+        self.x = x.pin_memory() if self.on_host else x.to(device)
         self.y = torch.as_tensor(ds.y, device=device)
 
     def __len__(self) -> int:
@@ -66,14 +74,18 @@ class DeviceData:
 
     def batches(self, size: int, seed: int | None = None):
         n = len(self.y)
-        if seed is None:
-            order = None
-        else:
-            g = torch.Generator().manual_seed(seed)
-            order = torch.randperm(n, generator=g).to(self.x.device)
+        order = None if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        host_order = order
+        if order is not None:
+            order = order.to(self.device)  # once per epoch
         for i in range(0, n, size):
             idx = slice(i, i + size) if order is None else order[i : i + size]
-            yield self.x[idx], self.y[idx]
+            if not self.on_host:
+                yield self.x[idx], self.y[idx]
+            elif order is None:  # a slice of pinned memory is pinned
+                yield self.x[idx].to(self.device, non_blocking=True), self.y[idx]
+            else:
+                yield self.x[host_order[i : i + size]].pin_memory().to(self.device, non_blocking=True), self.y[idx]
 
 
 class CompiledStep:

@@ -78,3 +78,17 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed"):
         out = step(x)
     assert not step.enabled and torch.equal(out, model(x))
+
+
+def test_pinned_host_batches_equal_device_batches(monkeypatch):
+    """The path for inputs too large for the GPU gives the same batches (checked on the CPU: pinning is a no-op)."""
+    from edgeann.data import Dataset
+    from edgeann.train import DeviceData
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
+    ds = Dataset(x=torch.randn(37, 4).numpy(), y=torch.randint(0, 3, (37,)).numpy(), classes=["a", "b", "c"])
+    held, host = DeviceData(ds, torch.device("cpu")), DeviceData(ds, torch.device("cpu"))
+    host.on_host = True
+    for seed in (None, 7):
+        for (xa, ya), (xb, yb) in zip(held.batches(8, seed), host.batches(8, seed), strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
