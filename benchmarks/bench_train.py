@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's edgeann, not an installed one
 import torch
 import torch.nn.functional as F
 
