@@ -39,6 +39,9 @@ from edgeann.quant import collecting_stats, restore_stats_collection, stats_coll
 # it pays off after ~5,000 steps. The decision is a function of the flow, never of a timing, so a resumed run
 # takes the same path as an uninterrupted one.
 COMPILE_MIN_STEPS = 10000
+# Model families auto compiles: the jet CNN's quantized graph fails in inductor (IndexError; eager fallback) and the
+# GRU's breaks the graph at every time step (a scale read as a Python float), compiling for ~75 s into a slower step.
+COMPILE_FAMILIES = ("mlp",)
 DEVICE_DATA_FRACTION = 0.5  # of the free GPU memory: larger training inputs stay on the host, pinned
 CHECKPOINT_FORMAT = 2  # 2: exact resume (quantizer statistics, schedules, random states); 1 held weights and optimizer
 
@@ -116,15 +119,16 @@ class CompiledStep:
             return self.model(x)
 
 
-def use_compile(cfg: TrainConfig, device: torch.device, total_steps: int) -> bool:
-    """training.compile: true, false, or auto (long runs with a compiler; EDGEANN_COMPILE=0/1 overrides)."""
+def use_compile(cfg: TrainConfig, device: torch.device, total_steps: int, family: str = "mlp") -> bool:
+    """training.compile: true, false, or auto (long runs of a family in COMPILE_FAMILIES, with a compiler;
+    EDGEANN_COMPILE=0/1 overrides)."""
     env = os.environ.get("EDGEANN_COMPILE")
     setting = cfg.compile if env is None else env not in ("0", "false", "")
     if setting is False:
         return False
     if setting is True:
         return True
-    if sys.platform == "win32" or total_steps < COMPILE_MIN_STEPS:
+    if sys.platform == "win32" or total_steps < COMPILE_MIN_STEPS or family not in COMPILE_FAMILIES:
         return False
     if device.type == "cpu":
         return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
@@ -308,7 +312,7 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
     pruner = Pruner(model, flow.pruning, cfg.epochs, steps)
     opt = make_optimizer(model, cfg)
     schedule = LrSchedule(cfg, opt, cfg.epochs)
-    forward = CompiledStep(model, cfg.batch_size, use_compile(cfg, device, cfg.epochs * steps))
+    forward = CompiledStep(model, cfg.batch_size, use_compile(cfg, device, cfg.epochs * steps, flow.model.family))
     ckpt_dir = run_dir / "checkpoints"
     history: list[dict] = []
     resumes: list[dict] = []

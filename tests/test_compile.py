@@ -57,6 +57,7 @@ def test_auto_compiles_long_runs_only(monkeypatch):
     has_cxx = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
     assert not use_compile(TrainConfig(), cpu, COMPILE_MIN_STEPS - 1)
     assert use_compile(TrainConfig(), cpu, COMPILE_MIN_STEPS) == has_cxx
+    assert not use_compile(TrainConfig(), cpu, 10**9, "gru")
     assert not use_compile(TrainConfig(compile=False), cpu, 10**9)
     assert use_compile(TrainConfig(compile=True), cpu, 1)
     monkeypatch.setenv("EDGEANN_COMPILE", "0")
