@@ -406,6 +406,7 @@ class TrainConfig(Section):
     l2: float = Field(0.0, ge=0, description="L2 penalty on weights")
     early_stopping: EarlyStopping | None = Field(EarlyStopping(), description="stop when the validation loss stops improving at the target sparsity; null: never")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    compile: Literal["auto"] | bool = Field("auto", description="train through torch.compile once the activation quantizers' statistics are collected (--set training.compile=true); auto: when the run has enough steps to repay the compilation and a C++ compiler is present")
 
     @field_validator("device")
     @classmethod

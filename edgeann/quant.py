@@ -80,6 +80,11 @@ def _stats_scalings(model: nn.Module) -> dict[str, ParameterFromRuntimeStatsScal
     return {name: m for name, m in model.named_modules() if isinstance(m, ParameterFromRuntimeStatsScaling)}
 
 
+def collecting_stats(model: nn.Module) -> bool:
+    """Whether an activation quantizer of ``model`` is still in its statistics-collection steps."""
+    return any(m.counter <= m.collect_stats_steps for m in _stats_scalings(model).values())
+
+
 def stats_collection_state(model: nn.Module) -> dict[str, dict]:
     """Each activation quantizer's statistics phase: step counter, running statistics and learned value.
 

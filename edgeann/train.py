@@ -14,7 +14,11 @@ re-plans the learning rate and the pruning for the new count from the resumed ep
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +32,17 @@ from edgeann.data import Dataset, Splits
 from edgeann.errors import EdgeannError
 from edgeann.models import EdgeModel, create_model
 from edgeann.prune import Pruner, layer_sparsity, total_sparsity
-from edgeann.quant import restore_stats_collection, stats_collection_state
+from edgeann.quant import collecting_stats, restore_stats_collection, stats_collection_state
 
+# training.compile: auto compiles runs of at least this many steps. Compiling the quantized jet MLP's training
+# step took 12-22 s on this project's 2-core machine and saved ~3 ms per step (bench_train.py, one thread):
+# it pays off after ~5,000 steps. The decision is a function of the flow, never of a timing, so a resumed run
+# takes the same path as an uninterrupted one.
+COMPILE_MIN_STEPS = 10000
+# Model families auto compiles: the jet CNN's quantized graph fails in inductor (IndexError; eager fallback) and the
+# GRU's breaks the graph at every time step (a scale read as a Python float), compiling for ~75 s into a slower step.
+COMPILE_FAMILIES = ("mlp",)
+DEVICE_DATA_FRACTION = 0.5  # of the free GPU memory: larger training inputs stay on the host, pinned
 CHECKPOINT_FORMAT = 2  # 2: exact resume (quantizer statistics, schedules, random states); 1 held weights and optimizer
 
 
@@ -46,10 +59,17 @@ def select_device(name: str) -> torch.device:
 
 
 class DeviceData:
-    """A split held as tensors on the device, batched by shuffled index."""
+    """A split held as tensors on the device, batched by shuffled index: no copy from the host per batch.
+
+    Inputs that would take more than ``DEVICE_DATA_FRACTION`` of the free GPU memory stay on the host in
+    pinned memory instead; each batch is then gathered there and copied asynchronously (labels always move).
+    """
 
     def __init__(self, ds: Dataset, device: torch.device):
-        self.x = torch.as_tensor(ds.x, device=device)
+        x = torch.as_tensor(ds.x)
+        self.device = device
+        self.on_host = device.type == "cuda" and x.numel() * x.element_size() > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0]
+        self.x = x.pin_memory() if self.on_host else x.to(device)
         self.y = torch.as_tensor(ds.y, device=device)
 
     def __len__(self) -> int:
@@ -57,14 +77,66 @@ class DeviceData:
 
     def batches(self, size: int, seed: int | None = None):
         n = len(self.y)
-        if seed is None:
-            order = None
-        else:
-            g = torch.Generator().manual_seed(seed)
-            order = torch.randperm(n, generator=g).to(self.x.device)
+        order = None if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        host_order = order
+        if order is not None:
+            order = order.to(self.device)  # once per epoch
         for i in range(0, n, size):
             idx = slice(i, i + size) if order is None else order[i : i + size]
-            yield self.x[idx], self.y[idx]
+            if not self.on_host:
+                yield self.x[idx], self.y[idx]
+            elif order is None:  # a slice of pinned memory is pinned
+                yield self.x[idx].to(self.device, non_blocking=True), self.y[idx]
+            else:
+                yield self.x[host_order[i : i + size]].pin_memory().to(self.device, non_blocking=True), self.y[idx]
+
+
+class CompiledStep:
+    """The training forward: through ``torch.compile`` once the activation quantizers' statistics are collected
+    (their step counter would recompile the graph at every step), eager otherwise.
+
+    Only full batches go through the compiled graph (a last, partial batch would compile a second one) and only
+    in training mode (evaluation and export stay eager). If compilation fails, one warning and eager from then on.
+    Forward values of the compiled graph equal the eager fast path bit for bit; gradients can differ in the last
+    bits (inductor sums in another order), so a compiled run is reproducible, not identical to an eager one.
+    """
+
+    def __init__(self, model: EdgeModel, batch_size: int, enabled: bool):
+        self.model, self.batch_size, self.enabled = model, batch_size, enabled
+        self.compiled = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled or len(x) != self.batch_size or collecting_stats(self.model):
+            return self.model(x)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.model)
+        try:
+            return self.compiled(x)
+        except Exception as e:  # inductor / C++ toolchain problems: train on, eagerly
+            warnings.warn(f"torch.compile failed, training eagerly: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                          stacklevel=2)
+            self.enabled = False
+            return self.model(x)
+
+
+def use_compile(cfg: TrainConfig, device: torch.device, total_steps: int, family: str = "mlp") -> bool:
+    """training.compile: true, false, or auto (long runs of a family in COMPILE_FAMILIES, with a compiler;
+    EDGEANN_COMPILE=0/1 overrides)."""
+    env = os.environ.get("EDGEANN_COMPILE")
+    setting = cfg.compile if env is None else env not in ("0", "false", "")
+    if setting is False:
+        return False
+    if setting is True:
+        return True
+    if sys.platform == "win32" or total_steps < COMPILE_MIN_STEPS or family not in COMPILE_FAMILIES:
+        return False
+    if device.type == "cpu":
+        return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    try:
+        from torch.utils._triton import has_triton
+        return has_triton()
+    except ImportError:
+        return False
 
 
 def weight_penalty(model: EdgeModel, cfg: TrainConfig) -> torch.Tensor | float:
@@ -240,6 +312,7 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
     pruner = Pruner(model, flow.pruning, cfg.epochs, steps)
     opt = make_optimizer(model, cfg)
     schedule = LrSchedule(cfg, opt, cfg.epochs)
+    forward = CompiledStep(model, cfg.batch_size, use_compile(cfg, device, cfg.epochs * steps, flow.model.family))
     ckpt_dir = run_dir / "checkpoints"
     history: list[dict] = []
     resumes: list[dict] = []
@@ -285,7 +358,7 @@ def train(flow: Flow, splits: Splits, run_dir: Path, resume: bool = False, progr
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         correct = torch.zeros((), device=device, dtype=torch.long)
         for step, (xb, yb) in enumerate(train_data.batches(cfg.batch_size, seed=flow.seed * 100003 + epoch)):
-            logits = model(xb)
+            logits = forward(xb)
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             (loss + weight_penalty(model, cfg)).backward()
