@@ -253,9 +253,10 @@ def _export_source(source: Path, precision: str | None, input_precision: str | N
         for needed in ("graph.npz", "model.onnx", "flow.yaml"):
             if not (source / needed).is_file():
                 raise EdgeannError(f"{source} is not a finished edgeann run ({needed} missing)")
-        if precision or input_precision:
-            raise EdgeannError(f"--{'precision' if precision else 'input-precision'} is for foreign ONNX models; a run "
-                               "is already quantized")
+        if precision:
+            raise EdgeannError("--precision is for float ONNX models; a run is already quantized")
+        if input_precision:
+            raise EdgeannError("--input-precision is for foreign quantized ONNX models; a run is already quantized")
         try:
             graph = ir.Graph.load(source / "graph.npz")
         except Exception as e:
@@ -632,6 +633,14 @@ def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dic
         x = x.reshape(-1, *graph.input.shape).astype(np.float32)
         if not np.all(np.isfinite(x)):
             raise EdgeannError(f"{inputs}: contains NaN or Inf")
+        if meta.get("input_precision"):
+            t = graph.input.type
+            codes = x.astype(np.float64) / t.scale
+            off = np.count_nonzero((codes != np.round(codes)) | (codes < t.int_min) | (codes > t.int_max))
+            if off:
+                raise EdgeannError(f"{inputs}: {off} values are not values of the firmware's input type "
+                                   f"{meta['input_precision']} (the original model reads its input unquantized, so "
+                                   "it is compared on that type's grid only); give inputs on that grid")
         desc = {"file": str(inputs), "vectors": len(x)}
         record = project / f"verification.{Path(inputs).stem}.json"
     simulation = None

@@ -93,6 +93,13 @@ def test_unquantized_input_qkeras_shape_follows_the_refusals_advice(tmp_path, ca
     assert len(np.unique(x)) == 256 and np.array_equal(np.floor(x * 32) / 32, x) and -4 <= x.min() <= x.max() < 4
     meta = json.loads((tmp_path / "p" / "edgeann" / "source.json").read_text())
     assert meta["input_precision"] == "ap_fixed<8,3>"
+    # edgeann verify on other inputs: on the grid they verify, off it they are refused in one line
+    np.save(tmp_path / "on.npy", x[:500])
+    assert main(["verify", str(tmp_path / "p"), "--inputs", str(tmp_path / "on.npy")]) == 0
+    np.save(tmp_path / "off.npy", x[:500] + np.float32(1 / 64))
+    assert main(["verify", str(tmp_path / "p"), "--inputs", str(tmp_path / "off.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "4000 values are not values of the firmware's input type ap_fixed<8,3>" in err and "\n" not in err
 
 
 def test_bipolar_annotated_input_is_the_firmwares_input_type(tmp_path):

@@ -205,6 +205,8 @@ def test_unsupported_op_is_named(tmp_path, capsys):
 def test_option_errors(trained_run, tmp_path, capsys):
     assert main(["export", str(trained_run), "--fpga", "--precision", "ap_fixed<16,6>", "--out", str(tmp_path / "p")]) == 2
     assert "--precision is for float ONNX models" in capsys.readouterr().err
+    assert main(["export", str(trained_run), "--fpga", "--input-precision", "ap_fixed<8,3>", "--out", str(tmp_path / "p")]) == 2
+    assert "--input-precision is for foreign quantized ONNX models" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing"), "--fpga"]) == 2
     assert main(["export", str(trained_run)]) == 2
     assert "add --fpga" in capsys.readouterr().err
