@@ -89,6 +89,9 @@ def _overrides(**kw) -> dict:
               help="Project directory (default hls_projects/<name>; with --rtl alone hls_projects/<name>_rtl).")
 @click.option("--force", is_flag=True, help="Replace an existing project directory.")
 @click.option("--precision", metavar="TYPE", help="For a float ONNX model: post-training fixed point, e.g. 'ap_fixed<16,6>'.")
+@click.option("--input-precision", metavar="TYPE",
+              help="For a quantized model whose input is not quantized (QKeras): the firmware's input type, e.g. "
+                   "'ap_fixed<8,1>'; verification draws inputs on its grid.")
 @click.option("--synth", is_flag=True, help="Also run C synthesis when Vitis/Vivado HLS is on PATH.")
 @click.option("--rtl", is_flag=True, help="Open-source RTL: alkaid Verilog, Verilator simulation verified bit for bit, "
                                          "Yosys synthesis (with --fpga: written to OUT/rtl).")
@@ -96,8 +99,8 @@ def _overrides(**kw) -> dict:
 @click.option("--allow-mismatch", is_flag=True, help="Exit 0 even when the firmware is not bit-exact.")
 @click.option("--trial", type=click.IntRange(min=0), help="SOURCE is a scan folder: export this trial's run.")
 @_fpga_options
-def export(source, fpga, out, force, precision, synth, rtl, no_synth, allow_mismatch, trial, backend, io_type, strategy,
-           reuse_factor, clock_period, part):
+def export(source, fpga, out, force, precision, input_precision, synth, rtl, no_synth, allow_mismatch, trial, backend,
+           io_type, strategy, reuse_factor, clock_period, part):
     """Firmware from SOURCE: a run directory from `edgeann train`, a QONNX model, a float ONNX
     model with --precision, or a scan folder with --trial. --fpga writes an hls4ml project, --rtl a Verilog one;
     each gets verification.json, report.json and report.md."""
@@ -117,11 +120,11 @@ def export(source, fpga, out, force, precision, synth, rtl, no_synth, allow_mism
     exported = []
     if fpga:
         exported.append(export_firmware(source, out, overrides, force=force, precision=precision, synth=synth,
-                                        echo=click.echo))
+                                        echo=click.echo, input_precision=input_precision))
     if rtl:
         rtl_out = exported[0][0] / "rtl" if fpga else out
         exported.append(export_rtl(source, rtl_out, overrides, force=force, precision=precision, synth=not no_synth,
-                                   echo=click.echo))
+                                   echo=click.echo, input_precision=input_precision))
     for project, result in exported:
         _export_outcome(project, result, allow_mismatch=True)
     if not allow_mismatch and not all(result["exact"] for _, result in exported):

@@ -163,6 +163,7 @@ def _finish_run(run_dir, flow, splits, result, train_time, test_logits, val_logi
 # export --fpga / --rtl -> back end project -> simulation -> verify -> report
 
 PROJECT_DATA = "edgeann"  # edgeann's own files inside a firmware project
+VECTORS = "verification.npz"  # in PROJECT_DATA: the export's verification inputs and outputs, named in verification.json
 
 
 def _identifier(name: str) -> str:
@@ -233,13 +234,17 @@ def _publish(staging: Path, project: Path) -> None:
     os.rename(staging, project)
 
 
-def _export_source(source: Path, precision: str | None):
+def _export_source(source: Path, precision: str | None, input_precision: str | None = None):
     """What an export reads: a finished run, or a foreign (Q)ONNX file. Returns (graph, kind, is_run, foreign):
     ``foreign`` (:class:`edgeann.frontends.onnx.Foreign`) is None for a run."""
     from edgeann import ir
     from edgeann.frontends.onnx import parse_precision, read_foreign
 
     fixed_precision = parse_precision(precision) if precision else None
+    input_type = parse_precision(input_precision, "--input-precision") if input_precision else None
+    if precision and input_precision:
+        raise EdgeannError("--precision already types a float model's input; --input-precision is for quantized "
+                           "models whose input is not quantized")
     is_run = source.is_dir()
     if is_run:
         if (source / "flow.yaml").is_file() and not yaml.safe_load((source / "flow.yaml").read_text()).get(
@@ -250,13 +255,15 @@ def _export_source(source: Path, precision: str | None):
                 raise EdgeannError(f"{source} is not a finished edgeann run ({needed} missing)")
         if precision:
             raise EdgeannError("--precision is for float ONNX models; a run is already quantized")
+        if input_precision:
+            raise EdgeannError("--input-precision is for foreign quantized ONNX models; a run is already quantized")
         try:
             graph = ir.Graph.load(source / "graph.npz")
         except Exception as e:
             raise EdgeannError(f"{source / 'graph.npz'} is corrupt ({type(e).__name__})") from None
         return graph, "run", True, None
     if source.is_file():
-        foreign = read_foreign(source, fixed_precision)
+        foreign = read_foreign(source, fixed_precision, input_precision=input_type)
         return foreign.graph, foreign.kind, False, foreign
     raise EdgeannError(f"{source} not found (give a run directory or an .onnx file)")
 
@@ -302,14 +309,14 @@ def _build_and_publish(project: Path, force: bool, build):
 
 def export_firmware(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
                     precision: str | None = None, synth: bool = False, min_vectors: int = 10_000,
-                    echo=print) -> tuple[Path, dict]:
+                    echo=print, input_precision: str | None = None) -> tuple[Path, dict]:
     """Turn a run (or a foreign ONNX/QONNX file) into a verified hls4ml project; returns (project, verification).
     The project is published whole or not at all (:func:`_build_and_publish`)."""
     from edgeann.report import synthesize
     from edgeann.summary import write_report_md
 
     source = Path(source)
-    graph, kind, is_run, foreign = _export_source(source, precision)
+    graph, kind, is_run, foreign = _export_source(source, precision, input_precision)
     fpga = _fpga_config(source, is_run, fpga_overrides)
     options = hls_options(fpga, graph.name)
     project = Path(out) if out is not None else default_project_dir(source)
@@ -337,7 +344,7 @@ def default_rtl_project_dir(source: Path) -> Path:
 
 def export_rtl(source: Path, out: Path | None = None, fpga_overrides: dict | None = None, force: bool = False,
                precision: str | None = None, synth: bool = True, min_vectors: int = 10_000,
-               echo=print) -> tuple[Path, dict]:
+               echo=print, input_precision: str | None = None) -> tuple[Path, dict]:
     """Turn a run (or a foreign ONNX/QONNX file) into a verified open-source RTL project (alkaid Verilog, Verilator,
     Yosys); returns (project, verification). The part and clock come from the flow's ``fpga`` section. Published
     whole or not at all, like the hls4ml project."""
@@ -346,7 +353,7 @@ def export_rtl(source: Path, out: Path | None = None, fpga_overrides: dict | Non
     from edgeann.backends.rtl.synth import xilinx_family
 
     source = Path(source)
-    graph, kind, is_run, foreign = _export_source(source, precision)
+    graph, kind, is_run, foreign = _export_source(source, precision, input_precision)
     fpga = _fpga_config(source, is_run, fpga_overrides)
     check_supported(graph)
     if synth:
@@ -374,7 +381,8 @@ def _build_rtl_project(project: Path, source: Path, kind: str, graph, fpga, opti
     x, desc, _, _ = _write_project_data(project, graph, source, kind, precision, min_vectors, foreign)
     echo(f"building the Verilator simulation and checking {len(x)} vectors against the reference")
     simulation = compile_simulation(graph, project)
-    result = verify(graph, project, x, _references(project, kind), desc, simulation=simulation)
+    result = verify(graph, project, x, _references(project, kind), desc, simulation=simulation,
+                    vectors_file=project / PROJECT_DATA / VECTORS)
     _compare_with_full_model(result, project, kind, foreign, x, simulation.predict)
     write_json(project / "verification.json", result)
 
@@ -399,8 +407,9 @@ def _build_rtl_project(project: Path, source: Path, kind: str, graph, fpga, opti
 
 def _write_project_data(project: Path, graph, source: Path, kind: str, precision: str | None, min_vectors: int,
                         foreign=None):
-    """edgeann's own files in a project (graph, reference ONNX, verification inputs); returns (inputs, their
-    description, the run's test inputs and labels or None)."""
+    """edgeann's own files in a project (graph, reference ONNX); returns (the verification inputs, their
+    description, the run's test inputs and labels or None). :func:`edgeann.verify.verify` keeps the inputs with the
+    outputs in ``VECTORS``."""
     from edgeann.backends import onnx_qcdq
     from edgeann.verify import verification_inputs
 
@@ -424,10 +433,11 @@ def _write_project_data(project: Path, graph, source: Path, kind: str, precision
             head = {"ops": list(foreign.head.ops), "logits": foreign.head.logits, "full_model": f"{PROJECT_DATA}/{FULL_SOURCE}"}
         else:
             shutil.copyfile(source, data / "source.onnx")
-    x, desc = verification_inputs(graph, data_x, min_vectors)
-    np.savez_compressed(data / "inputs.npz", x=x)
+    on_grid = foreign is not None and foreign.input_on_grid
+    x, desc = verification_inputs(graph, data_x, min_vectors, on_grid=on_grid)
     write_json(data / "source.json", {"kind": kind, "source": str(source.resolve()), "inputs": desc,
-                                      "precision": precision, "head": head})
+                                      "precision": precision, "head": head,
+                                      "input_precision": str(graph.input.type) if on_grid else None})
     return x, desc, data_x, labels
 
 
@@ -446,7 +456,7 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     data = project / PROJECT_DATA
 
     echo(f"compiling the C simulation and checking {len(x)} vectors against the reference")
-    result = verify(graph, project, x, _references(project, kind), desc)
+    result = verify(graph, project, x, _references(project, kind), desc, vectors_file=data / VECTORS)
     csim = compile_csim(project)  # the one verify compiled (cached)
     _compare_with_full_model(result, project, kind, foreign, x, csim.predict)
     if kind == "float":
@@ -565,7 +575,7 @@ def project_files(project: Path) -> list[str]:
     """The files a complete project has (relative paths): edgeann's records and data, and the firmware sources."""
     from edgeann.backends.hls.hls import MANIFEST
 
-    data = [f"{PROJECT_DATA}/{name}" for name in ("graph.npz", "source.json", "inputs.npz", "reference.onnx")]
+    data = [f"{PROJECT_DATA}/{name}" for name in ("graph.npz", "source.json", VECTORS, "reference.onnx")]
     if is_rtl_project(project):  # export --rtl
         return ["verification.json", "report.json", "rtl.json", *data, "model/fsm.json.gz"]
     files = ["verification.json", "report.json", MANIFEST, *data]
@@ -586,7 +596,11 @@ def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dic
     """Re-run the bit-exactness check on an existing project (optionally on other inputs).
 
     Returns (record, result): the result is written to its own record, ``verification.verify.json`` for the
-    export's vectors or ``verification.<inputs file stem>.json``; the export's verification.json is never touched.
+    export's vectors or ``verification.<inputs file stem>.json``, with its vectors and outputs in
+    ``edgeann/verification.verify.npz`` (``.<stem>.npz``); the export's verification.json is never touched. Every
+    field of the export's record that verify does not recompute (the distance to the float twin, the class
+    agreement with the full model, the test bench, ...) is kept in the new record, listed under
+    ``kept_from_export``: those describe the export's vectors or the test split, not ``inputs``.
     """
     from edgeann import ir
     from edgeann.verify import verify
@@ -602,7 +616,9 @@ def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dic
     graph = ir.Graph.load(data / "graph.npz")
     meta = json.loads((data / "source.json").read_text())
     if inputs is None:
-        x, desc = np.load(data / "inputs.npz")["x"], meta["inputs"]
+        with np.load(data / VECTORS) as vectors:
+            x = vectors["x"]
+        desc = meta["inputs"]
         record = project / VERIFY_RECORD
     else:
         try:
@@ -617,6 +633,14 @@ def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dic
         x = x.reshape(-1, *graph.input.shape).astype(np.float32)
         if not np.all(np.isfinite(x)):
             raise EdgeannError(f"{inputs}: contains NaN or Inf")
+        if meta.get("input_precision"):
+            t = graph.input.type
+            codes = x.astype(np.float64) / t.scale
+            off = np.count_nonzero((codes != np.round(codes)) | (codes < t.int_min) | (codes > t.int_max))
+            if off:
+                raise EdgeannError(f"{inputs}: {off} values are not values of the firmware's input type "
+                                   f"{meta['input_precision']} (the original model reads its input unquantized, so "
+                                   "it is compared on that type's grid only); give inputs on that grid")
         desc = {"file": str(inputs), "vectors": len(x)}
         record = project / f"verification.{Path(inputs).stem}.json"
     simulation = None
@@ -624,6 +648,15 @@ def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dic
         from edgeann.backends.rtl import compile_simulation
 
         simulation = compile_simulation(graph, project)
-    result = verify(graph, project, x, _references(project, meta["kind"]), desc, simulation=simulation)
+    result = verify(graph, project, x, _references(project, meta["kind"]), desc, simulation=simulation,
+                    vectors_file=data / f"{record.stem}.npz")
+    try:
+        exported = json.loads((project / "verification.json").read_text())
+    except ValueError as e:
+        raise EdgeannError(f"{project / 'verification.json'} is not valid JSON ({e}); export the project "
+                           "again") from None
+    kept = {k: v for k, v in exported.items() if k not in result}
+    if kept:
+        result.update(kept, kept_from_export=sorted(kept))
     write_json(record, result)
     return record, result

@@ -19,10 +19,12 @@ from edgeann.export import compare
 MIN_VECTORS = 10_000
 
 
-def edge_vectors(graph: ir.Graph, float64: bool = False, mixed: int = 2000) -> np.ndarray:
+def edge_vectors(graph: ir.Graph, float64: bool = False, mixed: int = 2000, on_grid: bool = False) -> np.ndarray:
     """Inputs at the edges of the input type: grid points and values just off them, min/max codes,
     saturating, huge, infinite and subnormal values; each value on every input, then ``mixed``
     vectors drawing a value per input. float32 unless ``float64`` (onnxruntime reads float32).
+    ``on_grid``: only the input type's own values (every code of a type up to 8 bits, else every
+    64th and the extremes), for a reference that reads any float where the firmware reads the type.
     """
     t, n = graph.input.type, int(np.prod(graph.input.shape))
     lsb = t.scale
@@ -34,6 +36,10 @@ def edge_vectors(graph: ir.Graph, float64: bool = False, mixed: int = 2000) -> n
         [lo, hi, lo - lsb, hi + lsb, hi + lsb * (1 - 2**-20), -1e-45, 1e-45, -0.0],
         [1e30, -1e30, 2.0**70, -(2.0**70), 2.0**40, -(2.0**40), np.inf, -np.inf],
     ])
+    if on_grid:
+        step = 1 if t.int_max - t.int_min < 256 else (t.int_max - t.int_min) // 64
+        values = np.concatenate([np.arange(t.int_min, t.int_max + 1, step), [t.int_min, t.int_max, 0, 1, -1]])
+        values = values[(values >= t.int_min) & (values <= t.int_max)] * lsb
     dtype = np.float64 if float64 else np.float32
     values = np.unique(values.astype(dtype))
     rows = [np.full(n, v) for v in values]
@@ -42,27 +48,31 @@ def edge_vectors(graph: ir.Graph, float64: bool = False, mixed: int = 2000) -> n
     return np.array(rows, dtype=dtype).reshape(-1, *graph.input.shape)
 
 
-def random_vectors(graph: ir.Graph, n: int, seed: int = 0) -> np.ndarray:
-    """Uniform over the input range, on and between grid points (so truncation is exercised)."""
+def random_vectors(graph: ir.Graph, n: int, seed: int = 0, on_grid: bool = False) -> np.ndarray:
+    """Uniform over the input range, on and between grid points (so truncation is exercised), or only on them."""
     t = graph.input.type
     rng = np.random.default_rng(seed)
     codes = rng.integers(t.int_min, t.int_max + 1, (n, *graph.input.shape))
-    offset = rng.choice([0.0, 0.25, 0.5, 0.999], size=codes.shape)
+    offset = 0.0 if on_grid else rng.choice([0.0, 0.25, 0.5, 0.999], size=codes.shape)
     return ((codes + offset) * t.scale).astype(np.float32)
 
 
-def verification_inputs(graph: ir.Graph, data: np.ndarray | None, minimum: int = MIN_VECTORS, seed: int = 0):
-    """The data (e.g. the whole test split), edge vectors, and random vectors up to ``minimum``."""
+def verification_inputs(graph: ir.Graph, data: np.ndarray | None, minimum: int = MIN_VECTORS, seed: int = 0,
+                        on_grid: bool = False):
+    """The data (e.g. the whole test split), edge vectors, and random vectors up to ``minimum``; ``on_grid``: only
+    values of the input type (see :func:`edge_vectors`)."""
     parts, desc = [], {}
     if data is not None and len(data):
         parts.append(np.asarray(data, np.float32).reshape(-1, *graph.input.shape))
         desc["data"] = len(parts[-1])
-    parts.append(edge_vectors(graph))
+    parts.append(edge_vectors(graph, on_grid=on_grid))
     desc["edge"] = len(parts[-1])
     missing = minimum - sum(len(p) for p in parts)
     if missing > 0:
-        parts.append(random_vectors(graph, missing, seed))
+        parts.append(random_vectors(graph, missing, seed, on_grid))
         desc["random"] = missing
+    if on_grid:
+        desc["on_grid"] = f"every value is one of the input type's ({graph.input.type})"
     return np.concatenate(parts), desc
 
 
@@ -93,10 +103,17 @@ class HlsSimulation:
         return first_divergence(graph, self.project_dir, rows)
 
 
+VECTORS_ARRAYS = {"x": "the input vectors (float32, as given to the simulation and the references)",
+                  "firmware": "the simulation's outputs, one row per vector",
+                  "reference": "the primary reference's outputs, one row per vector"}
+
+
 def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[str, Callable[[np.ndarray], np.ndarray]],
-           inputs_description: dict | None = None, simulation=None) -> dict:
+           inputs_description: dict | None = None, simulation=None, vectors_file: Path | None = None) -> dict:
     """Run a back end's simulation on ``x`` (by default the hls4ml C simulation of ``project_dir``) and compare it
-    with each reference; the first one is primary."""
+    with each reference; the first one is primary. With ``vectors_file`` (inside ``project_dir``) the inputs, the
+    simulation's outputs and the primary reference's outputs are kept there in one ``.npz``, named in the result,
+    so that anyone can recompute the comparison without a compiler."""
     lsb = graph.infos()[graph.outputs[0]].type.scale
     t0 = time.perf_counter()
     sim = simulation if simulation is not None else HlsSimulation(project_dir)
@@ -104,10 +121,10 @@ def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[s
     t0 = time.perf_counter()
     fw = sim.predict(x).reshape(len(x), -1)
     t_csim = time.perf_counter() - t0
-    comparisons = {}
+    comparisons, outputs = {}, {}
     for name, reference in references.items():
         t0 = time.perf_counter()
-        ref = np.asarray(reference(x), np.float64).reshape(len(x), -1)
+        outputs[name] = ref = np.asarray(reference(x), np.float64).reshape(len(x), -1)
         comparisons[name] = {**compare(fw, ref, lsb), "seconds": round(time.perf_counter() - t0, 3)}
     primary_name = next(iter(references))
     primary = comparisons[primary_name]
@@ -130,8 +147,16 @@ def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[s
         "compile_seconds": round(t_compile, 1),
         "first_divergence": None,
     }
+    if vectors_file is not None:
+        vectors_file = Path(vectors_file)
+        np.savez_compressed(vectors_file, x=np.asarray(x, np.float32), firmware=np.asarray(fw, np.float64),
+                            reference=outputs[primary_name])
+        result["vectors"] = {"file": vectors_file.resolve().relative_to(Path(project_dir).resolve()).as_posix(),
+                             "arrays": {**VECTORS_ARRAYS,
+                                        "reference": f"{primary_name}: its outputs, one row per vector"},
+                             "recompute": "np.array_equal(firmware, reference)"}
     if not all(c["exact"] for c in comparisons.values()):
-        bad = np.flatnonzero(np.any(fw != np.asarray(next(iter(references.values()))(x), np.float64).reshape(len(x), -1), axis=1))
+        bad = np.flatnonzero(np.any(fw != outputs[primary_name], axis=1))
         rows = x[bad[:256]] if len(bad) else x[:256]
         div = sim.first_divergence(graph, rows)
         result["first_divergence"] = None if div is None else {"layer": div.layer, "samples": div.n_mismatch,

@@ -10,7 +10,7 @@ from edgeann import ir
 
 from edgeann.cli import main
 from edgeann.pipeline import export_firmware
-from tests.frontends.foreign_models import brevitas_export, brevitas_mlp, qcdq_column_matmul, qcdq_mlp
+from tests.frontends.foreign_models import brevitas_export, brevitas_mlp, qcdq_column_matmul, qcdq_mlp, qkeras_like_qonnx
 
 pytestmark = pytest.mark.csim
 
@@ -45,6 +45,14 @@ def test_brevitas_qcdq_export_with_a_softmax(tmp_path):
     # onnxruntime's default session fuses QDQ into integer kernels: reported beside, never the reference
     assert 0 < v["onnxruntime_default_session"]["exact_fraction_vs_firmware"] <= 1.0
     assert main(["verify", str(proj)]) == 0
+    again = json.loads((proj / "verification.verify.json").read_text())
+    assert again["exact"] and again["reference"] == v["reference"]
+    # the class agreement with the full model and onnxruntime's default session are the export's, kept
+    assert again["class_agreement"] == v["class_agreement"]
+    assert again["onnxruntime_default_session"] == v["onnxruntime_default_session"]
+    assert {"class_agreement", "onnxruntime_default_session"} <= set(again["kept_from_export"])
+    with np.load(proj / again["vectors"]["file"]) as vectors:
+        assert np.array_equal(vectors["firmware"], vectors["reference"])
 
 
 def test_brevitas_qonnx_export_with_a_softmax(tmp_path):
@@ -65,3 +73,40 @@ def test_handmade_qcdq_gemm_graph_with_a_head(tmp_path, head):
 def test_constant_times_a_column_vector(tmp_path):
     _, v = export_firmware(qcdq_column_matmul(tmp_path / "m.onnx"), tmp_path / "p", echo=lambda *a: None)
     _exact(v, "qonnx executor on the original QCDQ model")
+
+
+def test_unquantized_input_qkeras_shape_follows_the_refusals_advice(tmp_path, capsys):
+    """QKeras quantizes weights and activations, not the input: the refusal names --input-precision, and the
+    export that follows it is bit-exact with the qonnx executor on the original, on inputs of that grid."""
+    src = qkeras_like_qonnx(tmp_path / "qk.onnx")
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "enters unquantized; pass --input-precision 'ap_fixed<W,I>'" in err and "\n" not in err
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p"), "--input-precision", "ap_fixed<8,3>"]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+    v = json.loads((tmp_path / "p" / "verification.json").read_text())
+    _exact(v, "qonnx executor on the QONNX model")
+    assert v["class_agreement"]["head"] == ["Softmax"] and "on_grid" in v["inputs"]
+    with np.load(tmp_path / "p" / v["vectors"]["file"]) as vectors:
+        x = vectors["x"]
+        assert np.array_equal(vectors["firmware"], vectors["reference"])
+    assert len(np.unique(x)) == 256 and np.array_equal(np.floor(x * 32) / 32, x) and -4 <= x.min() <= x.max() < 4
+    meta = json.loads((tmp_path / "p" / "edgeann" / "source.json").read_text())
+    assert meta["input_precision"] == "ap_fixed<8,3>"
+    # edgeann verify on other inputs: on the grid they verify, off it they are refused in one line
+    np.save(tmp_path / "on.npy", x[:500])
+    assert main(["verify", str(tmp_path / "p"), "--inputs", str(tmp_path / "on.npy")]) == 0
+    np.save(tmp_path / "off.npy", x[:500] + np.float32(1 / 64))
+    assert main(["verify", str(tmp_path / "p"), "--inputs", str(tmp_path / "off.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "4000 values are not values of the firmware's input type ap_fixed<8,3>" in err and "\n" not in err
+
+
+def test_bipolar_annotated_input_is_the_firmwares_input_type(tmp_path):
+    """A QONNX datatype annotation on an unquantized input (FINN's BIPOLAR) types the firmware's input by itself."""
+    src = qkeras_like_qonnx(tmp_path / "bnn.onnx", input_datatype="BIPOLAR")
+    proj, v = export_firmware(src, tmp_path / "p", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the QONNX model")
+    with np.load(proj / v["vectors"]["file"]) as vectors:
+        assert set(np.unique(vectors["x"])) == {-1.0, 0.0, 1.0}
+    assert json.loads((proj / "edgeann" / "source.json").read_text())["input_precision"] == "ap_fixed<2,2>"

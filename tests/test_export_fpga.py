@@ -94,12 +94,31 @@ def test_verify_reruns_the_check_into_its_own_record(project, tmp_path, capsys):
     again = json.loads((work / "verification.verify.json").read_text())
     first = json.loads(exported)
     assert again["n_samples"] == first["n_samples"] and again["firmware_sha256"] == first["firmware_sha256"]
+    # what verify does not recompute is carried over, and said so
+    assert again["distance_to_float_twin"] == first["distance_to_float_twin"]
+    assert again["testbench"] == first["testbench"]
+    assert set(again["kept_from_export"]) == {"distance_to_float_twin", "testbench"}
+    assert {k: v for k, v in again.items() if k not in first} == {"kept_from_export": again["kept_from_export"]}
+    # each record names the .npz of its inputs and outputs; the comparison recomputes from it alone
+    for record in (first, again):
+        with np.load(work / record["vectors"]["file"]) as vectors:
+            assert set(vectors.files) == {"x", "firmware", "reference"} == set(record["vectors"]["arrays"])
+            assert len(vectors["x"]) == len(vectors["firmware"]) == record["n_samples"]
+            assert vectors["firmware"].size == record["n_outputs"]
+            assert record["exact"] and np.array_equal(vectors["firmware"], vectors["reference"])
+    assert first["vectors"]["file"] == "edgeann/verification.npz"
+    assert again["vectors"]["file"] == "edgeann/verification.verify.npz"
+    with np.load(work / "edgeann" / "verification.npz") as a, np.load(work / "edgeann" / "verification.verify.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in ("x", "firmware", "reference"))
     x = np.random.default_rng(5).normal(0, 3, (777, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     assert main(["verify", str(work), "--inputs", str(tmp_path / "x.npy")]) == 0
     assert str(work / "verification.x.json") in capsys.readouterr().out
     v = json.loads((work / "verification.x.json").read_text())
     assert v["n_samples"] == 777 and v["exact"] and v["inputs"]["file"].endswith("x.npy")
+    assert v["vectors"]["file"] == "edgeann/verification.x.npz"
+    with np.load(work / v["vectors"]["file"]) as vectors:
+        assert np.array_equal(vectors["x"], x) and np.array_equal(vectors["firmware"], vectors["reference"])
     # the export's record, with its distance to the float twin and 10,000 vectors, is untouched
     assert (work / "verification.json").read_bytes() == exported and "distance_to_float_twin" in first
     np.save(tmp_path / "bad.npy", np.zeros((3, 7)))
@@ -186,6 +205,8 @@ def test_unsupported_op_is_named(tmp_path, capsys):
 def test_option_errors(trained_run, tmp_path, capsys):
     assert main(["export", str(trained_run), "--fpga", "--precision", "ap_fixed<16,6>", "--out", str(tmp_path / "p")]) == 2
     assert "--precision is for float ONNX models" in capsys.readouterr().err
+    assert main(["export", str(trained_run), "--fpga", "--input-precision", "ap_fixed<8,3>", "--out", str(tmp_path / "p")]) == 2
+    assert "--input-precision is for foreign quantized ONNX models" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing"), "--fpga"]) == 2
     assert main(["export", str(trained_run)]) == 2
     assert "add --fpga" in capsys.readouterr().err

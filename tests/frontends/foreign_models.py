@@ -117,3 +117,53 @@ def brevitas_export(net, path: Path, fmt: str, softmax: bool = False) -> Path:
     else:
         export_qonnx(model, x, export_path=str(path), dynamo=False)
     return path
+
+
+QONNX_DOMAIN = "qonnx.custom_op.general"
+
+
+def qkeras_like_qonnx(path: Path, n_in: int = 8, n_hidden: int = 16, n_out: int = 5,
+                      input_datatype: str | None = None) -> Path:
+    """A QONNX graph shaped like a QKeras export through qonnx: the float input enters the first ``MatMul``
+    unquantized (QKeras quantizes weights and activations, not the input), ``Quant`` weights and biases with
+    ``Add``, ``Relu`` -> unsigned ``Quant``, a second dense layer, and a final ``Softmax``. ``input_datatype``
+    annotates the input with a QONNX datatype (``BIPOLAR``, ``INT4``, ...), as FINN's models do."""
+    rng = np.random.default_rng(3)
+
+    def quant(name, x, scale, bits, signed=1, narrow=0):
+        return helper.make_node("Quant", [x, f"{name}_s", "zero", f"{name}_b"], [name], domain=QONNX_DOMAIN,
+                                rounding_mode="ROUND", signed=signed, narrow=narrow, name=name), \
+            {f"{name}_s": np.float32(scale), f"{name}_b": np.float32(bits)}
+
+    inits = {"zero": np.float32(0),
+             "w1": rng.normal(0, 0.5, (n_in, n_hidden)).astype(np.float32),
+             "b1": rng.normal(0, 0.5, n_hidden).astype(np.float32),
+             "w2": rng.normal(0, 0.5, (n_hidden, n_out)).astype(np.float32),
+             "b2": rng.normal(0, 0.5, n_out).astype(np.float32)}
+    nodes = []
+    for name, x, scale, bits, kw in [("w1q", "w1", 2.0**-4, 6, {"narrow": 1}), ("b1q", "b1", 2.0**-6, 10, {}),
+                                     ("w2q", "w2", 2.0**-4, 6, {"narrow": 1}), ("b2q", "b2", 2.0**-6, 10, {})]:
+        node, extra = quant(name, x, scale, bits, **kw)
+        nodes.append(node)
+        inits.update(extra)
+    act, extra = quant("act", "r", 2.0**-3, 6, signed=0)
+    inits.update(extra)
+    nodes += [
+        helper.make_node("MatMul", ["x", "w1q"], ["h0"], name="dense_1_matmul"),
+        helper.make_node("Add", ["h0", "b1q"], ["h"], name="dense_1_bias"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu_1"),
+        act,
+        helper.make_node("MatMul", ["act", "w2q"], ["l0"], name="dense_2_matmul"),
+        helper.make_node("Add", ["l0", "b2q"], ["logits"], name="dense_2_bias"),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="softmax"),
+    ]
+    graph = helper.make_graph(nodes, "qkeras_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_out])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    if input_datatype:
+        annotation = onnx.TensorAnnotation(tensor_name="x")
+        annotation.quant_parameter_tensor_names.add(key="finn_datatype", value=input_datatype)
+        graph.quantization_annotation.append(annotation)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)])
+    onnx.save(model, str(path))
+    return path

@@ -12,12 +12,13 @@ from edgeann.export import run_qonnx
 from edgeann.frontends.onnx import parse_precision, read_foreign
 from edgeann.frontends.onnx.heads import run_all
 from edgeann.verify import verification_inputs
-from tests.frontends.foreign_models import brevitas_export, brevitas_mlp, qcdq_column_matmul, qcdq_mlp
+from tests.frontends.foreign_models import brevitas_export, brevitas_mlp, qcdq_column_matmul, qcdq_mlp, qkeras_like_qonnx
 
 
-def _graph_equals_original(path, tmp_path, precision=None):
-    foreign = read_foreign(path, parse_precision(precision) if precision else None)
-    x, _ = verification_inputs(foreign.graph, None, 10_000)
+def _graph_equals_original(path, tmp_path, precision=None, input_precision=None):
+    foreign = read_foreign(path, parse_precision(precision) if precision else None,
+                           input_precision=parse_precision(input_precision) if input_precision else None)
+    x, _ = verification_inputs(foreign.graph, None, 10_000, on_grid=foreign.input_on_grid)
     onnx.save(foreign.reference, str(tmp_path / "cut.onnx"))
     graph = foreign.graph.predict(x).reshape(len(x), -1)
     ref = run_qonnx(tmp_path / "cut.onnx", x).reshape(len(x), -1)
@@ -96,6 +97,42 @@ def test_refusals_name_the_node_in_one_line(tmp_path, capsys, make, fragment):
     assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and not (tmp_path / "p").exists()
+
+
+def test_unquantized_input_typed_by_input_precision(tmp_path):
+    foreign = _graph_equals_original(qkeras_like_qonnx(tmp_path / "m.onnx"), tmp_path, input_precision="ap_fixed<8,3>")
+    assert foreign.input_on_grid and str(foreign.graph.input.type) == "ap_fixed<8,3>"
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Dense", "Relu", "Dense"]
+
+
+@pytest.mark.parametrize("datatype, type_", [("BIPOLAR", "ap_fixed<2,2>"), ("INT4", "ap_fixed<4,4>"),
+                                             ("UINT3", "ap_ufixed<3,3>"), ("FIXED<6,2>", "ap_fixed<6,2>")])
+def test_input_annotated_with_a_qonnx_datatype_is_typed_by_it(tmp_path, datatype, type_):
+    foreign = _graph_equals_original(qkeras_like_qonnx(tmp_path / "m.onnx", input_datatype=datatype), tmp_path)
+    assert foreign.input_on_grid and str(foreign.graph.input.type) == type_
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--input-precision", "ap_fixed<8,3>"], "node quant_input (QuantizeLinear): the model input x is quantized here; "
+                                             "drop --input-precision"),
+    (["--input-precision", "ap_fixed<8,3>", "--precision", "ap_fixed<16,6>"], "--precision already types"),
+    (["--input-precision", "fixed8"], "--input-precision 'fixed8': expected ap_fixed<W,I>"),
+])
+def test_input_precision_refusals(tmp_path, capsys, args, fragment):
+    src = qcdq_mlp(tmp_path / "m.onnx")
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and not (tmp_path / "p").exists()
+
+
+def test_input_precision_on_a_float_model_is_refused(tmp_path):
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "f",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [onnx.numpy_helper.from_array(np.ones((10, 4), np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "f.onnx"))
+    with pytest.raises(EdgeannError, match="a float model takes --precision"):
+        read_foreign(tmp_path / "f.onnx", input_precision=parse_precision("ap_fixed<8,3>"))
 
 
 def test_qcdq_model_with_precision_is_refused(tmp_path):

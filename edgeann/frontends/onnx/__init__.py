@@ -26,7 +26,7 @@ import onnx
 from edgeann import ir
 from edgeann.frontends.onnx import ops_quant, ops_qcdq, ops_dense, ops_shape  # noqa: F401, I001  (they register their ops)
 from edgeann.frontends.onnx.heads import Head, cut_head
-from edgeann.frontends.onnx.reader import OPS, clean, exact_fixed, load_onnx, parse_precision, quantize_const, read
+from edgeann.frontends.onnx.reader import OPS, QUANTIZERS, clean, exact_fixed, load_onnx, parse_precision, quantize_const, read
 
 SUPPORTED_OPS = tuple(OPS)
 
@@ -52,15 +52,48 @@ class Foreign:
     model: onnx.ModelProto
     reference: onnx.ModelProto
     head: Head | None
+    input_on_grid: bool = False  # the input type was named (--input-precision): verify only on its grid
 
 
-def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | None = None) -> Foreign:
-    """Read a QONNX, QCDQ or float ONNX file into the fixed-point graph, ending at the logits."""
+def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | None = None,
+                 input_precision: ir.FixedType | None = None) -> Foreign:
+    """Read a QONNX, QCDQ or float ONNX file into the fixed-point graph, ending at the logits. ``input_precision``
+    is the firmware's input type where a quantized model's input enters unquantized: the original then computes
+    on any float, the firmware on that grid, so the two are compared on the grid."""
     path = Path(path)
     model = load_onnx(path)
     reference, head = cut_head(model)
-    graph = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0], precision)
-    return Foreign(graph, model_kind(model), model, reference, head)
+    if input_precision is None and precision is None and model_kind(reference) != "float":
+        input_precision = annotated_input_type(reference)
+    graph = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0], precision, input_precision)
+    return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None)
+
+
+def annotated_input_type(model: onnx.ModelProto) -> ir.FixedType | None:
+    """The fixed-point type of an input that carries a QONNX datatype annotation (``INT8``, ``UINT4``, ``BIPOLAR``,
+    ``TERNARY``, ``BINARY``, ``FIXED<W,I>``) and that no quantizer reads first: the firmware's input type, as if
+    given with --input-precision. None for a float annotation or none at all."""
+    from qonnx.core.datatype import DataType
+
+    initializers = {t.name for t in model.graph.initializer}
+    name = next(i.name for i in model.graph.input if i.name not in initializers)
+    if any(n.op_type in QUANTIZERS and n.input and n.input[0] == name for n in model.graph.node):
+        return None
+    text = next((p.value for a in model.graph.quantization_annotation if a.tensor_name == name
+                 for p in a.quant_parameter_tensor_names if p.key == "finn_datatype"), None)
+    try:
+        dt = DataType[text] if text else None
+    except (KeyError, AttributeError):
+        return None
+    if dt is None:
+        return None
+    if text in ("BIPOLAR", "TERNARY"):
+        return ir.FixedType(2, 0, True, narrow=True)
+    if dt.is_integer():
+        return ir.FixedType(max(dt.bitwidth(), 2 if dt.signed() else 1), 0, dt.signed())
+    if dt.is_fixed_point():
+        return ir.FixedType(dt.bitwidth(), dt.frac_bits(), True)
+    return None
 
 
 def from_onnx(path: Path, precision: ir.FixedType | None = None, name: str | None = None) -> ir.Graph:

@@ -68,14 +68,25 @@ def cut_head(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Head | None]:
 
 
 def _shape(model: onnx.ModelProto, tensor: str):
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:
-        return None
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
-            return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
+    """The tensor's shape by onnx's shape inference, else by qonnx's (which knows ``Quant`` and the other QONNX
+    ops onnx's leaves unshaped)."""
+    for infer in (onnx.shape_inference.infer_shapes, _qonnx_shapes):
+        try:
+            inferred = infer(model)
+        except Exception:
+            continue
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+            if vi.name == tensor and vi.type.tensor_type.HasField("shape") and vi.type.tensor_type.shape.dim:
+                return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                        for d in vi.type.tensor_type.shape.dim]
     return None
+
+
+def _qonnx_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    return ModelWrapper(copy.deepcopy(model)).transform(InferShapes()).model
 
 
 def run_all(path, x: np.ndarray, qonnx: bool) -> list[np.ndarray]:

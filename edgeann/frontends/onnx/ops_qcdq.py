@@ -88,6 +88,7 @@ class Pending:
             raise EdgeannError(f"{where}: a {t.width}-bit quantizer computed in float32 is not exact")
         rnd = self.rounding
         if self.src == r.graph_input and r.graph_input not in r.alias and not self.relu:
+            r.quantizer_on_input(where)
             return r.emit(ir.Input("input", [], shape=r.in_shape, type=t, rounding=rnd))
         if self.relu:
             return r.emit(ir.Relu(r.unique(f"relu_{self.src}"), [self.src], type=t, rounding=rnd))
@@ -135,6 +136,7 @@ def pending(r, tensor: str, where: str) -> Pending:
     if tensor in r.relu_of:
         return Pending(r.relu_of[tensor], relu=True)
     if tensor == r.graph_input and tensor not in r.alias:
+        r.quantizer_on_input(where)
         return Pending(tensor)
     return Pending(r.dynamic(tensor, where))
 

@@ -30,6 +30,7 @@ def read_quant(r, node, where):
         return
     rnd = "floor" if rounding == "FLOOR" else "half_even"
     if x == r.graph_input and r.graph_input not in r.alias:
+        r.quantizer_on_input(where)
         r.alias[out] = r.emit(ir.Input("input", [], shape=r.in_shape, type=t, rounding=rnd))
     elif x in r.relu_of:
         src = r.relu_of.pop(x)

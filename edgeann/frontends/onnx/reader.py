@@ -27,14 +27,14 @@ op = OPS.register
 _AP_TYPE = re.compile(r"^\s*ap_(u?)fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*>\s*$")
 
 
-def parse_precision(text: str) -> ir.FixedType:
+def parse_precision(text: str, option: str = "--precision") -> ir.FixedType:
     """``ap_fixed<16,6>`` / ``ap_ufixed<8,3>`` -> FixedType."""
     m = _AP_TYPE.match(text)
     if not m:
-        raise EdgeannError(f"--precision {text!r}: expected ap_fixed<W,I> or ap_ufixed<W,I>")
+        raise EdgeannError(f"{option} {text!r}: expected ap_fixed<W,I> or ap_ufixed<W,I>")
     unsigned, width, integer = m.group(1) == "u", int(m.group(2)), int(m.group(3))
     if not 2 <= width <= 24:
-        raise EdgeannError(f"--precision {text!r}: width {width} is outside 2-24 bits")
+        raise EdgeannError(f"{option} {text!r}: width {width} is outside 2-24 bits")
     return ir.FixedType(width, width - integer, not unsigned)
 
 
@@ -87,9 +87,14 @@ class Const:
         self.values, self.ints, self.type = values, ints, type
 
 
+QUANTIZERS = ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear")
+
+
 class Reader:
-    def __init__(self, model: onnx.ModelProto, name: str, precision: ir.FixedType | None):
-        self.model, self.name, self.precision = model, name, precision
+    def __init__(self, model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
+                 input_precision: ir.FixedType | None = None):
+        self.model, self.name, self.precision, self.input_precision = model, name, precision, input_precision
+        self.quantized = any(n.op_type in QUANTIZERS for n in model.graph.node)
         self.consts: dict[str, Const] = {t.name: Const(numpy_helper.to_array(t)) for t in model.graph.initializer}
         self.alias: dict[str, str] = {}  # onnx tensor -> ir tensor
         self.relu_of: dict[str, str] = {}  # onnx tensor -> ir tensor it is the ReLU of (not yet emitted)
@@ -105,6 +110,7 @@ class Reader:
         if len(inputs) != 1 or len(model.graph.output) != 1:
             raise EdgeannError(f"edgeann supports models with one input and one output (this one has {len(inputs)} and {len(model.graph.output)})")
         self.graph_input = inputs[0].name
+        self.input_label = next((p.value for p in model.metadata_props if p.key == ORIGINAL_INPUT), self.graph_input)
         self.in_shape = tuple(self.shape[self.graph_input][1:])
         if any(d is None for d in self.in_shape):
             raise EdgeannError(f"input {self.graph_input}: per-sample shape {self.in_shape} is not fully known")
@@ -138,13 +144,24 @@ class Reader:
         if tensor in self.relu_of:
             src = self.relu_of.pop(tensor)
             self.alias[tensor] = self.emit(ir.Relu(self.unique(f"relu_{src}"), [src], type=self.relu_passthrough(src)))
-        if tensor == self.graph_input:
-            if self.precision is None:
-                raise EdgeannError(f"{where}: the model input {tensor} is not quantized; pass --precision for its type")
-            self.alias[tensor] = self.emit(ir.Input("input", [], shape=self.in_shape, type=self.precision))
+        if tensor == self.graph_input and tensor not in self.alias:
+            t = self.precision or self.input_precision
+            if t is None and self.quantized:
+                raise EdgeannError(f"{where}: the model input {self.input_label} enters unquantized; pass "
+                                   "--input-precision 'ap_fixed<W,I>' to name the firmware's input type (verification "
+                                   "then draws the inputs on that grid)")
+            if t is None:
+                raise EdgeannError(f"{where}: the model input {self.input_label} is not quantized; pass --precision "
+                                   "for its type")
+            self.alias[tensor] = self.emit(ir.Input("input", [], shape=self.in_shape, type=t))
         if tensor not in self.alias:
             raise EdgeannError(f"{where}: input {tensor} comes from an unsupported construct")
         return self.alias[tensor]
+
+    def quantizer_on_input(self, where: str) -> None:
+        """A quantizer reads the model input: it types the input itself, so --input-precision has no place."""
+        if self.input_precision is not None:
+            raise EdgeannError(f"{where}: the model input {self.input_label} is quantized here; drop --input-precision")
 
     def relu_passthrough(self, src: str) -> ir.FixedType:
         if self.precision is not None:
@@ -184,6 +201,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
 
 
 ORIGINAL_NAME = "edgeann.original_name"  # node metadata: the name a node had before qonnx renamed it
+ORIGINAL_INPUT = "edgeann.original_input"  # model metadata: the input's name before qonnx renamed it
 
 
 def clean(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -195,6 +213,11 @@ def clean(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in model.graph.node:
         if node.name:
             node.metadata_props.add(key=ORIGINAL_NAME, value=node.name)
+    initializers = {t.name for t in model.graph.initializer}
+    for i in model.graph.input:
+        if i.name not in initializers:
+            model.metadata_props.add(key=ORIGINAL_INPUT, value=i.name)
+            break
     try:
         return cleanup_model(ModelWrapper(model)).model
     except Exception as e:
@@ -233,9 +256,14 @@ def fold(r: Reader, node: onnx.NodeProto, where: str) -> None:
         r.consts[o] = Const(np.asarray(values[k]), *((np.asarray(ints).astype(np.int64), first.type) if k == 0 and ints is not None else ()))
 
 
-def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None) -> ir.Graph:
-    """Walk a cleaned-up model node by node into the fixed-point graph."""
-    reader = Reader(model, name, precision)
+def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
+         input_precision: ir.FixedType | None = None) -> ir.Graph:
+    """Walk a cleaned-up model node by node into the fixed-point graph. ``input_precision`` types an input that
+    enters a quantized model unquantized (QKeras exports)."""
+    reader = Reader(model, name, precision, input_precision)
+    if input_precision is not None and not reader.quantized:
+        raise EdgeannError("--input-precision is for quantized models whose input is not quantized; a float model "
+                           "takes --precision")
     for k, node in enumerate(model.graph.node):
         original = next((p.value for p in node.metadata_props if p.key == ORIGINAL_NAME), None)
         where = f"node {original or node.name or k} ({node.op_type})"
@@ -245,7 +273,7 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None) -> i
         fn = OPS.get(node.op_type)
         if fn is None:
             raise EdgeannError(f"{where}: op {node.op_type} is not supported (supported: {', '.join(OPS)})")
-        if precision is not None and node.op_type in ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear"):
+        if precision is not None and node.op_type in QUANTIZERS:
             kind = "QONNX" if node.op_type in ("Quant", "BipolarQuant") else "QCDQ"
             raise EdgeannError(f"{where}: the model is already quantized ({kind}); drop --precision")
         fn(reader, node, where)

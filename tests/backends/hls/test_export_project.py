@@ -39,7 +39,7 @@ def test_default_project_name_follows_the_run_folder(exported_project, trained_r
 
 def test_testbench_data_is_the_firmwares_own_io(exported_project):
     graph = ir.Graph.load(exported_project / "edgeann" / "graph.npz")
-    x = np.load(exported_project / "edgeann" / "inputs.npz")["x"]
+    x = np.load(exported_project / "edgeann" / "verification.npz")["x"]
     tb = json.loads((exported_project / "verification.json").read_text())["testbench"]
     inputs = read_dat(exported_project / "tb_data" / "tb_input_features.dat")
     outputs = read_dat(exported_project / "tb_data" / "tb_output_predictions.dat")
@@ -159,7 +159,7 @@ def test_interrupted_export_leaves_nothing_and_keeps_the_old_project(exported_pr
     assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize("missing", ["report.json", "verification.json", "edgeann/inputs.npz", "edgeann/graph.npz",
+@pytest.mark.parametrize("missing", ["report.json", "verification.json", "edgeann/verification.npz", "edgeann/graph.npz",
                                      "edgeann/source.json", "firmware/{top}.cpp", "edgeann_project.json"])
 def test_verify_refuses_an_incomplete_project(exported_project, tmp_path, capsys, missing):
     work = tmp_path / "p"
