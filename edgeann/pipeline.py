@@ -184,9 +184,10 @@ def hls_options(fpga, name: str):
                       clock_period=fpga.clock_period, part=fpga.part, project_name=_identifier(name))
 
 
-def _references(project: Path, kind: str) -> dict:
+def _references(project: Path, kind: str, decode=None) -> dict:
     """The reference implementations a project is verified against, primary first: for a quantized foreign model,
-    the original model itself (cut at the logits where it ends in a Softmax, ArgMax, ...)."""
+    the original model itself (cut at the logits where it ends in a Softmax, ArgMax, ...). ``decode``
+    (:func:`_output_decoder`) turns the original's outputs into codes where their scale is no power of two."""
     from edgeann.backends import onnx_qcdq
     from edgeann.export import run_qonnx
     from edgeann.frontends.onnx.heads import run_all
@@ -194,13 +195,56 @@ def _references(project: Path, kind: str) -> dict:
     data = project / PROJECT_DATA
     session = onnx_qcdq.session(data / "reference.onnx")
     ort = ("onnxruntime on model.onnx (QCDQ)", lambda x: onnx_qcdq.run(session, x))
+    codes = decode or (lambda y: y)
     if kind == "qonnx":
-        return dict([("qonnx executor on the QONNX model", lambda x: run_qonnx(data / "source.onnx", x)), ort])
+        return dict([("qonnx executor on the QONNX model", lambda x: codes(run_qonnx(data / "source.onnx", x))), ort])
     if kind == "qcdq":
-        return dict([("qonnx executor on the original QCDQ model", lambda x: run_qonnx(data / "source.onnx", x)),
+        return dict([("qonnx executor on the original QCDQ model", lambda x: codes(run_qonnx(data / "source.onnx", x))),
                      ("onnxruntime (graph optimizations off) on the original QCDQ model",
-                      lambda x: run_all(data / "source.onnx", x, qonnx=False)[0]), ort])
+                      lambda x: codes(run_all(data / "source.onnx", x, qonnx=False)[0])), ort])
     return dict([ort])
+
+
+def _output_scale(project: Path) -> np.ndarray | None:
+    """The float scale of the firmware's output codes where it is no power of two (recorded in source.json)."""
+    try:
+        scale = json.loads((project / PROJECT_DATA / "source.json").read_text()).get("output_scale")
+    except (OSError, ValueError):
+        return None
+    return None if scale is None else np.asarray(scale, np.float64)
+
+
+class _OutputDecoder:
+    """The original's float outputs as the firmware's codes, where their scale is no power of two: ``y / scale``
+    rounded to the nearest integer. The original sums its products in float32, so ``y / scale`` is a whole number
+    only up to that rounding; the largest distance seen (in codes) is kept and reported."""
+
+    def __init__(self, scale: np.ndarray):
+        self.scale, self.max_residual = scale, 0.0
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        q = np.asarray(y, np.float64).reshape(len(y), -1) / self.scale
+        k = np.rint(q)
+        self.max_residual = max(self.max_residual, float(np.abs(q - k).max(initial=0.0)))
+        return k
+
+    def describe(self) -> dict:
+        s = np.ravel(self.scale)
+        return {"scale": s.tolist(), "value": "firmware output code x scale (per output where there are several)",
+                "reference_codes": "the original's outputs / scale, rounded to the nearest integer",
+                "max_residual_codes": self.max_residual}
+
+
+def _output_decoder(project: Path) -> _OutputDecoder | None:
+    scale = _output_scale(project)
+    return None if scale is None else _OutputDecoder(scale)
+
+
+def _note_output_codes(result: dict, decode: _OutputDecoder | None) -> None:
+    if decode is not None:
+        result["output_codes"] = decode.describe()
+        result["summary"] += (f"; outputs compared as codes of a float scale (reference / scale within "
+                              f"{decode.max_residual:.3g} of a whole number)")
 
 
 def _load_fpga_config(source: Path, is_run: bool):
@@ -381,8 +425,10 @@ def _build_rtl_project(project: Path, source: Path, kind: str, graph, fpga, opti
     x, desc, _, _ = _write_project_data(project, graph, source, kind, precision, min_vectors, foreign)
     echo(f"building the Verilator simulation and checking {len(x)} vectors against the reference")
     simulation = compile_simulation(graph, project)
-    result = verify(graph, project, x, _references(project, kind), desc, simulation=simulation,
+    decode = _output_decoder(project)
+    result = verify(graph, project, x, _references(project, kind, decode), desc, simulation=simulation,
                     vectors_file=project / PROJECT_DATA / VECTORS)
+    _note_output_codes(result, decode)
     _compare_with_full_model(result, project, kind, foreign, x, simulation.predict)
     write_json(project / "verification.json", result)
 
@@ -437,7 +483,9 @@ def _write_project_data(project: Path, graph, source: Path, kind: str, precision
     x, desc = verification_inputs(graph, data_x, min_vectors, on_grid=on_grid)
     write_json(data / "source.json", {"kind": kind, "source": str(source.resolve()), "inputs": desc,
                                       "precision": precision, "head": head,
-                                      "input_precision": str(graph.input.type) if on_grid else None})
+                                      "input_precision": str(graph.input.type) if on_grid else None,
+                                      "output_scale": (None if foreign is None or foreign.output_scale is None
+                                                       else np.ravel(foreign.output_scale).tolist())})
     return x, desc, data_x, labels
 
 
@@ -456,7 +504,9 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     data = project / PROJECT_DATA
 
     echo(f"compiling the C simulation and checking {len(x)} vectors against the reference")
-    result = verify(graph, project, x, _references(project, kind), desc, vectors_file=data / VECTORS)
+    decode = _output_decoder(project)
+    result = verify(graph, project, x, _references(project, kind, decode), desc, vectors_file=data / VECTORS)
+    _note_output_codes(result, decode)
     csim = compile_csim(project)  # the one verify compiled (cached)
     _compare_with_full_model(result, project, kind, foreign, x, csim.predict)
     if kind == "float":
@@ -493,6 +543,9 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
     if kind != "qcdq" and (foreign is None or foreign.head is None):
         return
     data, firmware = project / PROJECT_DATA, predict(x).reshape(len(x), -1)
+    scale = _output_scale(project)
+    if scale is not None:  # the decision is taken on values: codes of a per-output scale are not comparable
+        firmware = firmware * scale
     if kind == "qcdq":
         from edgeann.backends import onnx_qcdq
 
@@ -648,8 +701,10 @@ def verify_project(project: Path, inputs: Path | None = None) -> tuple[Path, dic
         from edgeann.backends.rtl import compile_simulation
 
         simulation = compile_simulation(graph, project)
-    result = verify(graph, project, x, _references(project, meta["kind"]), desc, simulation=simulation,
+    decode = _output_decoder(project)
+    result = verify(graph, project, x, _references(project, meta["kind"], decode), desc, simulation=simulation,
                     vectors_file=data / f"{record.stem}.npz")
+    _note_output_codes(result, decode)
     try:
         exported = json.loads((project / "verification.json").read_text())
     except ValueError as e:

@@ -287,6 +287,25 @@ def _emit_batchnorm(b, node: ir.BatchNorm, infos, graph_input):
 
 
 
+
+@emitter(ir.Threshold)
+def _emit_threshold(b, node: ir.Threshold, infos, graph_input):
+    """Compare with every threshold, count, then ``start + step * count`` on the output grid: the comparisons are
+    exact in float64 (thresholds are integers times a power of two), the count and codes are small integers, exact
+    in float32."""
+    (src,) = node.inputs
+    x, y, h = infos[src], infos[node.name], node.name
+    xs = b.op("Cast", [src], hint=h, to=TensorProto.DOUBLE) if _dtype(b, src) != TensorProto.DOUBLE else src
+    col = b.op("Unsqueeze", [xs, b.const(f"{h}/axis", np.array([-1], np.int64))], hint=h)  # (N, ..., C, 1)
+    t = b.const(f"{h}/thresholds", np.asarray(node.thresholds, np.float64) * x.type.scale)  # (C, K)
+    reached = b.op("Cast", [b.op("GreaterOrEqual", [col, t], hint=h)], hint=h, to=TensorProto.FLOAT)
+    count = b.op("ReduceSum", [reached, b.const(f"{h}/last", np.array([-1], np.int64))], hint=h, keepdims=0)
+    codes = b.op("Add", [b.op("Mul", [count, b.const(f"{h}/step", np.asarray(node.step, np.float32))], hint=h),
+                         b.const(f"{h}/start", np.asarray(node.start, np.float32))], hint=h)
+    out = b.op("Mul", [codes, b.const(f"{h}/lsb", np.float32(y.type.scale))], out=h, hint=h)
+    b.dtype[out] = TensorProto.FLOAT
+    return out
+
 # -- recurrent networks: GRU and LSTM, unrolled in time
 
 

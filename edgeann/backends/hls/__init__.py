@@ -12,7 +12,7 @@ from edgeann.backends.hls.hls import (
     lowering,
     write_project,
 )
-from edgeann.backends.hls import recurrent  # noqa: F401,E402  (registers the GRU with hls4ml and its firmware lowering)
+from edgeann.backends.hls import recurrent, threshold  # noqa: F401,E402  (register the GRU/LSTM and threshold layers with hls4ml and their lowerings)
 
 __all__ = [
     "CSim",

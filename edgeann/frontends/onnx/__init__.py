@@ -21,10 +21,11 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from edgeann import ir
-from edgeann.frontends.onnx import ops_quant, ops_qcdq, ops_dense, ops_shape  # noqa: F401, I001  (they register their ops)
+from edgeann.frontends.onnx import ops_quant, ops_qcdq, ops_dense, ops_shape, ops_requant  # noqa: F401, I001  (they register their ops)
 from edgeann.frontends.onnx.heads import Head, cut_head
 from edgeann.frontends.onnx.reader import OPS, QUANTIZERS, clean, exact_fixed, load_onnx, parse_precision, quantize_const, read
 
@@ -37,7 +38,7 @@ __all__ = ["SUPPORTED_OPS", "Foreign", "clean", "exact_fixed", "from_onnx", "loa
 def model_kind(model: onnx.ModelProto) -> str:
     """``qonnx`` (Quant nodes), ``qcdq`` (QuantizeLinear / DequantizeLinear) or ``float``."""
     ops = {n.op_type for n in model.graph.node}
-    if ops & {"Quant", "BipolarQuant", "Trunc"}:
+    if ops & {"Quant", "BipolarQuant", "Trunc", "MultiThreshold"}:
         return "qonnx"
     return "qcdq" if ops & {"QuantizeLinear", "DequantizeLinear"} else "float"
 
@@ -53,6 +54,7 @@ class Foreign:
     reference: onnx.ModelProto
     head: Head | None
     input_on_grid: bool = False  # the input type was named (--input-precision): verify only on its grid
+    output_scale: np.ndarray | None = None  # the output codes' float scale where it is no power of two
 
 
 def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | None = None,
@@ -65,8 +67,9 @@ def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | 
     reference, head = cut_head(model)
     if input_precision is None and precision is None and model_kind(reference) != "float":
         input_precision = annotated_input_type(reference)
-    graph = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0], precision, input_precision)
-    return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None)
+    graph, output_scale = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0], precision,
+                               input_precision)
+    return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None, output_scale)
 
 
 def annotated_input_type(model: onnx.ModelProto) -> ir.FixedType | None:

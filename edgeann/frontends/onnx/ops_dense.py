@@ -6,13 +6,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 
 from edgeann import ir
 from edgeann.errors import EdgeannError
+from edgeann.frontends.onnx import ops_requant
 from edgeann.frontends.onnx.reader import Const, attributes, exact_fixed, op, quantize_const
 
 
-def weights(r, tensor: str, where: str, transpose: bool) -> tuple[np.ndarray, ir.FixedType]:
+def weights(r, tensor: str, where: str, transpose: bool) -> tuple[np.ndarray, ir.FixedType, np.ndarray | None]:
+    """The integer weight matrix (n_out, n_in), its type and, where the quantizer's scale is no power of two (or per
+    output), the float scale of each output's weights."""
     c = r.const(tensor, where)
     if c.ints is None:
         if r.precision is not None:
@@ -23,7 +27,15 @@ def weights(r, tensor: str, where: str, transpose: bool) -> tuple[np.ndarray, ir
             c = Const(c.values, ints, t)
     if c.ints.ndim != 2:
         raise EdgeannError(f"{where}: weight {tensor} has shape {c.ints.shape}; only 2-d MatMul/Gemm weights are supported")
-    return (c.ints.T if transpose else c.ints), c.type
+    scale = None
+    if c.scale is not None:
+        s = np.broadcast_to(np.asarray(c.scale, np.float64), c.ints.shape)
+        s = s.T if transpose else s
+        if np.any(s != s[:, :1]):
+            raise EdgeannError(f"{where}: weight scales of {tensor} vary along the input axis; only one scale per "
+                               "output (or per tensor) can be factored out of the product")
+        scale = np.ascontiguousarray(s[:, 0])
+    return (c.ints.T if transpose else c.ints), c.type, scale
 
 
 def bias(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
@@ -39,7 +51,10 @@ def bias(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
 
 def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | None):
     src = r.dynamic(x, where)
-    weight, wt = weights(r, w, where, transpose_w)  # (n_out, n_in)
+    weight, wt, w_scale = weights(r, w, where, transpose_w)  # (n_out, n_in)
+    x_scale = r.scales.get(src)
+    if x_scale is not None or w_scale is not None:
+        return _float_scaled_dense(r, node, where, src, weight, wt, x_scale, w_scale, bias_tensor)
     if r.info(src).shape != (weight.shape[1],):
         raise EdgeannError(f"{where}: a {weight.shape[1]}-input product of a tensor of shape {r.info(src).shape}: "
                            "only products of flat per-sample vectors are supported")
@@ -54,6 +69,31 @@ def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | 
     r.raw_acc.add(layer.name)
     if bias_tensor is None:
         r.dense_out[node.output[0]] = layer
+
+
+def _float_scaled_dense(r, node, where, src, weight, wt, x_scale, w_scale, bias_tensor):
+    """A product whose input or weights have a scale that is no power of two: the integer product, its float scale
+    per output kept in ``r.scales``; a bias joins the float chain to the next quantizer (ops_requant)."""
+    if x_scale is not None and np.ndim(x_scale):
+        raise EdgeannError(f"{where}: the input of this product has one scale per channel, which cannot be factored "
+                           "out of the sum; not supported")
+    if r.info(src).shape != (weight.shape[1],):
+        raise EdgeannError(f"{where}: a {weight.shape[1]}-input product of a tensor of shape {r.info(src).shape}: "
+                           "only products of flat per-sample vectors are supported")
+    xt = r.info(src).type
+    scale = (x_scale if x_scale is not None else xt.scale) * (w_scale if w_scale is not None else wt.scale)
+    b = np.zeros(weight.shape[0], np.int64)
+    layer = ir.Dense(r.unique(node.name or "dense"), [src], weight=weight, weight_type=wt, bias=b,
+                     bias_type=ir.FixedType(2, xt.frac + wt.frac))
+    name = r.emit(layer)
+    r.scales[name] = np.asarray(scale, np.float64)
+    if bias_tensor is None:
+        r.alias[node.output[0]] = name
+        return
+    product = f"{node.output[0]}/product"  # the product before the bias, as a chain's start
+    r.alias[product] = name
+    add = onnx.helper.make_node("Add", [product, bias_tensor], [node.output[0]], name=f"{node.name}/bias")
+    ops_requant.extend(r, add, where)
 
 
 def scaled(r, tensor: str, factor: float, where: str, what: str) -> str:
@@ -109,6 +149,10 @@ def read_gemm(r, node, where):
 def read_add(r, node, where):
     a, b = node.input
     dyn, const = (a, b) if b in r.consts else (b, a)
+    if const in r.consts and ops_requant.needs_chain(r, node) and not (dyn in r.dense_out and dyn not in r.chains
+                                                                       and not ops_requant.float_scaled(r, dyn)):
+        ops_requant.extend(r, node, where)
+        return
     if const not in r.consts or dyn not in r.dense_out:
         raise EdgeannError(f"{where}: Add is only supported as the bias of a MatMul (constant + MatMul output)")
     layer = r.dense_out.pop(dyn)
@@ -120,5 +164,8 @@ def read_add(r, node, where):
 
 @op("Relu")
 def read_relu(r, node, where):
+    if ops_requant.float_scaled(r, node.input[0]):
+        ops_requant.extend(r, node, where)
+        return
     src = r.dynamic(node.input[0], where, requant=False)
     r.relu_of[node.output[0]] = src

@@ -143,6 +143,11 @@ def pending(r, tensor: str, where: str) -> Pending:
 
 @op("Mul")
 def read_mul(r, node, where):
+    from edgeann.frontends.onnx import ops_requant
+
+    if ops_requant.needs_chain(r, node):
+        ops_requant.extend(r, node, where)
+        return
     a, b = node.input
     dyn, const = (a, b) if b in r.consts else (b, a)
     if const not in r.consts:
@@ -221,6 +226,11 @@ def read_dequantize_linear(r, node, where):
 
 @op("Clip")
 def read_clip(r, node, where):
+    from edgeann.frontends.onnx import ops_requant
+
+    if ops_requant.needs_chain(r, node):
+        ops_requant.extend(r, node, where)
+        return
     x = node.input[0]
     bounds = [r.const(t, where).values if t else None for t in (list(node.input[1:]) + [None, None])[:2]]
     p = pending(r, x, where)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from edgeann import ir
 from edgeann.errors import EdgeannError
 from edgeann.frontends.onnx.reader import op
@@ -19,6 +21,11 @@ def read_passthrough(r, node, where):
     shape = r.shape.get(node.output[0])
     if shape and len([d for d in shape[1:] if d != 1]) > 1:
         raise EdgeannError(f"{where}: {node.op_type} to shape {shape} is not supported (only flattening)")
+    if x in r.chains:  # float ops to the next quantizer (ops_requant): elementwise, the flattening does not matter
+        if node.op_type in ("Identity", "Dropout") or len(r.info(r.chains[x].src).shape) <= 1:
+            r.chains[node.output[0]] = r.chains[x]
+            return
+        raise EdgeannError(f"{where}: {node.op_type} inside a float chain before its quantizer is not supported")
     if x in r.pending:  # a quantizer being read (ops_qcdq): its shape does not matter
         r.pending[node.output[0]] = r.pending[x]
         return
@@ -32,4 +39,8 @@ def _flat(r, src: str, node) -> str:
     """``src`` as one vector per sample (row-major, as ONNX reshapes)."""
     if len(r.info(src).shape) <= 1:
         return src
-    return r.emit(ir.Flatten(r.unique(node.name or f"flatten_{src}"), [src]))
+    out = r.emit(ir.Flatten(r.unique(node.name or f"flatten_{src}"), [src]))
+    if src in r.scales:  # the codes keep their scale: one for all, or per channel repeated along the flattened axis
+        s = np.asarray(r.scales[src])
+        r.scales[out] = s if s.ndim == 0 else np.tile(s, int(np.prod(r.info(src).shape[:-1])))
+    return out

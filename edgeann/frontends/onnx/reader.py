@@ -83,11 +83,18 @@ def attributes(node: onnx.NodeProto) -> dict:
 
 
 class Const:
-    def __init__(self, values: np.ndarray, ints: np.ndarray | None = None, type: ir.FixedType | None = None):
-        self.values, self.ints, self.type = values, ints, type
+    """A constant of the model: its float ``values`` (as the original computes them) and, once a quantizer typed
+    it, its integer codes ``ints`` of ``type``. ``scale`` (float64, broadcastable to the values) is set where the
+    quantizer's scale is not one power of two: the value is then ``ints * scale``, and ``type`` has no fraction
+    bits (it types the codes)."""
+
+    def __init__(self, values: np.ndarray, ints: np.ndarray | None = None, type: ir.FixedType | None = None,
+                 scale: np.ndarray | None = None):
+        self.values, self.ints, self.type, self.scale = values, ints, type, scale
 
 
-QUANTIZERS = ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear")
+QUANTIZERS = ("Quant", "BipolarQuant", "MultiThreshold", "QuantizeLinear", "DequantizeLinear")
+QONNX_QUANTIZERS = ("Quant", "BipolarQuant", "MultiThreshold", "Trunc")
 
 
 class Reader:
@@ -95,6 +102,8 @@ class Reader:
                  input_precision: ir.FixedType | None = None):
         self.model, self.name, self.precision, self.input_precision = model, name, precision, input_precision
         self.quantized = any(n.op_type in QUANTIZERS for n in model.graph.node)
+        self.qonnx = any(n.op_type in QONNX_QUANTIZERS for n in model.graph.node)
+        self.output_scale: np.ndarray | None = None  # the output codes' float scale where it is no power of two
         self.consts: dict[str, Const] = {t.name: Const(numpy_helper.to_array(t)) for t in model.graph.initializer}
         self.alias: dict[str, str] = {}  # onnx tensor -> ir tensor
         self.relu_of: dict[str, str] = {}  # onnx tensor -> ir tensor it is the ReLU of (not yet emitted)
@@ -102,6 +111,8 @@ class Reader:
         self.dense_out: dict[str, ir.Dense] = {}  # onnx tensor that is a bias-less Dense's output
         self.raw_acc: set[str] = set()  # IR tensors that are untruncated Dense results (PTQ only)
         self.pending: dict = {}  # onnx tensor -> a quantizer spread over several nodes, not yet emitted (ops_qcdq)
+        self.chains: dict = {}  # onnx tensor -> float elementwise ops on an integer tensor, not yet requantized (ops_requant)
+        self.scales: dict[str, np.ndarray] = {}  # IR tensor -> its codes' float scale where it is no power of two
         self.shape: dict[str, tuple] = {}
         for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
             dims = vi.type.tensor_type.shape.dim
@@ -139,6 +150,10 @@ class Reader:
             self.raw_acc.discard(src)
             self.alias[tensor] = self.emit(ir.Quantize(self.unique(f"{src}_out"), [src], type=self.precision))
             self.dense_out.pop(tensor, None)
+        if tensor in self.chains:
+            from edgeann.frontends.onnx.ops_requant import unended
+
+            raise unended(self, tensor, where)
         if tensor in self.pending:
             self.alias[tensor] = self.pending.pop(tensor).materialize(self, where)
         if tensor in self.relu_of:
@@ -179,7 +194,12 @@ class Reader:
 
     def finish(self) -> ir.Graph:
         out = self.model.graph.output[0].name
+        if out in self.chains:
+            from edgeann.frontends.onnx.ops_requant import end_trailing
+
+            end_trailing(self, out, f"output {out}")
         src = self.dynamic(out, f"output {out}")
+        self.output_scale = self.scales.get(src)
         if not self.nodes or not isinstance(self.nodes[0], ir.Input):
             raise EdgeannError("the model's input is not quantized before its first layer")
         graph = ir.Graph(self.name, self.nodes, [src])
@@ -257,9 +277,10 @@ def fold(r: Reader, node: onnx.NodeProto, where: str) -> None:
 
 
 def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
-         input_precision: ir.FixedType | None = None) -> ir.Graph:
+         input_precision: ir.FixedType | None = None) -> tuple[ir.Graph, np.ndarray | None]:
     """Walk a cleaned-up model node by node into the fixed-point graph. ``input_precision`` types an input that
-    enters a quantized model unquantized (QKeras exports)."""
+    enters a quantized model unquantized (QKeras exports). Returns the graph and, where the output's codes have a
+    scale that is no power of two, that scale (value = code * scale, per output or one for all)."""
     reader = Reader(model, name, precision, input_precision)
     if input_precision is not None and not reader.quantized:
         raise EdgeannError("--input-precision is for quantized models whose input is not quantized; a float model "
@@ -277,4 +298,5 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
             kind = "QONNX" if node.op_type in ("Quant", "BipolarQuant") else "QCDQ"
             raise EdgeannError(f"{where}: the model is already quantized ({kind}); drop --precision")
         fn(reader, node, where)
-    return reader.finish()
+    graph = reader.finish()
+    return graph, reader.output_scale

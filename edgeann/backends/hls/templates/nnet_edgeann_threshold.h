@@ -1,0 +1,52 @@
+// edgeann's threshold layer for hls4ml: the exact elementwise requantization of edgeann.ir.Threshold.
+//
+// Registered with hls4ml through its extension API by edgeann/backends/hls/threshold.py, which writes the
+// configuration struct (every type explicit, from the fixed-point graph) and the thresholds.
+//
+// For value i of channel c = i % n_chan (channels-last):
+//   res[i] = start[c] + step[c] * #{k : data[i] >= thresholds[c * n_steps + k]}
+// thresholds are on the input's grid (threshold_t has its fraction bits), start and step are output codes as
+// values of the result's grid (start_t, step_t); the comparisons and the sum are exact ap_fixed arithmetic, and the
+// result is representable in res_T by construction, so nothing rounds or saturates.
+// Inputs and outputs: io_parallel arrays of n_in values.
+
+#ifndef NNET_EDGEANN_THRESHOLD_H_
+#define NNET_EDGEANN_THRESHOLD_H_
+
+#include "nnet_common.h"
+
+namespace nnet {
+
+struct edgeann_threshold_config {
+    static const unsigned n_in = 1;
+    static const unsigned n_chan = 1;
+    static const unsigned n_steps = 1;
+    typedef ap_uint<1> count_t;
+};
+
+template <class data_T, class res_T, typename CONFIG_T>
+void edgeann_threshold(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
+                       typename CONFIG_T::threshold_t thresholds[CONFIG_T::n_chan * CONFIG_T::n_steps],
+                       typename CONFIG_T::start_t start[CONFIG_T::n_chan],
+                       typename CONFIG_T::step_t step[CONFIG_T::n_chan]) {
+    #pragma HLS INLINE
+    #pragma HLS ARRAY_PARTITION variable=thresholds complete
+    #pragma HLS ARRAY_PARTITION variable=start complete
+    #pragma HLS ARRAY_PARTITION variable=step complete
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        #pragma HLS UNROLL
+        const unsigned c = i % CONFIG_T::n_chan;
+        typename CONFIG_T::count_t count = 0;
+        for (unsigned k = 0; k < CONFIG_T::n_steps; k++) {
+            #pragma HLS UNROLL
+            if (data[i] >= thresholds[c * CONFIG_T::n_steps + k]) {
+                count++;
+            }
+        }
+        res[i] = start[c] + step[c] * count;
+    }
+}
+
+} // namespace nnet
+
+#endif

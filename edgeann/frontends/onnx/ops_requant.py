@@ -1,0 +1,378 @@
+"""Exact elementwise requantization: float chains between an integer tensor and the next quantizer.
+
+Foreign models compute in float between a product and the next quantizer: non-power-of-two scales and zero points,
+per-channel weight scales, batch normalization (``BatchNormalization`` or its decomposed ``Sub``/``Div``/``Mul``/
+``Add``), a sign (``BipolarQuant``), FINN's ``MultiThreshold``. Such ops, with constants for their other operands,
+are collected in a :class:`Chain` on the integer tensor they start from. When a quantizer ends the chain, the whole
+chain is one monotone function per channel from the tensor's reachable integers to the quantizer's codes: it is run
+with the original model's own arithmetic (qonnx's executor: onnxruntime for standard ops, qonnx for its own) and its
+steps found by bisection, which gives an :class:`edgeann.ir.Threshold` node. Exact by construction, whatever the
+scales.
+
+Where a tensor's codes have a float scale that is no power of two (the output of such a quantizer, a product with
+per-channel or non-power-of-two weight scales), ``r.scales`` keeps it: a later product multiplies the scales, a later
+chain starts from ``code * scale`` as the original computes it in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeann import ir
+from edgeann.errors import EdgeannError
+from edgeann.frontends.onnx.reader import Const, attributes, bit_width, op
+
+# elementwise ops that a chain may hold: monotone in their one dynamic operand when the others are constants
+CHAIN_OPS = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Relu", "Clip", "Neg", "Identity", "Dropout")
+MAX_STEPS = 1 << 12  # output codes one channel may step through: the firmware compares against each
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Float ops of the original model on graph tensor ``src``: ``start`` is the ONNX tensor holding ``src``'s float
+    value in the original, ``nodes`` the ops after it in order."""
+
+    src: str
+    start: str
+    nodes: tuple = field(default_factory=tuple)
+
+
+def is_pow2(v) -> bool:
+    v = np.asarray(v, np.float64).ravel()
+    return v.size > 0 and bool(np.all(v == v[0])) and v[0] > 0 and math.frexp(float(v[0]))[0] == 0.5
+
+
+def code_scale(r, src: str) -> np.ndarray:
+    """The float value of one code of graph tensor ``src`` (per channel, or one for all)."""
+    return r.scales.get(src, np.float64(r.info(src).type.scale))
+
+
+def float_scaled(r, tensor: str) -> bool:
+    """True when the ONNX tensor is (or is a chain on) a graph tensor whose scale is no power of two."""
+    return tensor in r.chains or (tensor in r.alias and r.alias[tensor] in r.scales) or \
+        (tensor in r.relu_of and r.relu_of[tensor] in r.scales)
+
+
+def chain_of(r, tensor: str, where: str) -> Chain:
+    if tensor in r.chains:
+        return r.chains[tensor]
+    if tensor in r.relu_of and r.relu_of[tensor] in r.scales:  # a ReLU held for the quantizer: part of the chain
+        src = r.relu_of[tensor]
+        return Chain(src, f"{tensor}/relu_input", (helper.make_node("Relu", [f"{tensor}/relu_input"], [tensor]),))
+    return Chain(r.dynamic(tensor, where), tensor)
+
+
+def extend(r, node: onnx.NodeProto, where: str) -> None:
+    """Add ``node`` (one dynamic operand, constants for the rest) to the chain on its dynamic operand."""
+    dynamic = [i for i in node.input if i and i not in r.consts]
+    if len(dynamic) != 1:
+        raise EdgeannError(f"{where}: {node.op_type} of {len(dynamic)} activations is not supported (one activation "
+                           "and constants)")
+    if node.op_type not in CHAIN_OPS:
+        raise EdgeannError(f"{where}: {node.op_type} between a product and its quantizer is not supported "
+                           f"(supported: {', '.join(CHAIN_OPS)})")
+    if node.op_type in ("Div", "Sub") and node.input[1] == dynamic[0] and node.op_type == "Div":
+        raise EdgeannError(f"{where}: a constant divided by an activation is not monotone; not supported")
+    chain = chain_of(r, dynamic[0], where)
+    r.chains[node.output[0]] = Chain(chain.src, chain.start, (*chain.nodes, node))
+
+
+def unended(r, tensor: str, where: str) -> EdgeannError:
+    chain = r.chains[tensor]
+    ops = ", ".join(n.op_type for n in chain.nodes) or "a scale that is no power of two"
+    return EdgeannError(f"{where}: float arithmetic ({ops}) on {chain.src} is read without a quantizer after it; "
+                        "edgeann requantizes such chains exactly only into a following Quant, BipolarQuant or "
+                        "MultiThreshold")
+
+
+# --------------------------------------------------------------------------------------------
+# Running a chain with the original's arithmetic
+
+
+def _channel_axis_shape(r, tensor: str, channels: int, where: str) -> tuple[int, ...]:
+    """The per-sample shape a chain is evaluated on: channels on ONNX axis 1, ones elsewhere."""
+    shape = r.shape.get(tensor)
+    rank = len(shape) if shape else 2
+    if shape and rank > 1 and shape[1] not in (None, channels):
+        raise EdgeannError(f"{where}: the tensor {tensor} of shape {shape} does not have its {channels} channels on "
+                           "axis 1")
+    return (channels, *([1] * (rank - 2)))
+
+
+def _check_per_channel(r, nodes, rank: int, where: str) -> None:
+    """Every constant of the chain is one value per channel (axis 1): the chain is then one function per channel."""
+    for node in nodes:
+        for name in node.input:
+            if name and name in r.consts and node.op_type not in ("BatchNormalization",):
+                shape = np.shape(r.consts[name].values)
+                aligned = (1,) * (rank - len(shape)) + tuple(shape)
+                if len(shape) > rank or any(d != 1 for a, d in enumerate(aligned) if a != 1):
+                    raise EdgeannError(f"{where}: constant {name} of shape {shape} in {node.op_type} is not one value "
+                                       "per channel; only per-channel (or per-tensor) constants can be requantized "
+                                       "exactly")
+
+
+def _submodel(r, chain: Chain, end: onnx.NodeProto, batch: int, per_sample: tuple[int, ...]) -> onnx.ModelProto:
+    nodes = [*chain.nodes, end]
+    names = {i for n in nodes for i in n.input if i and i in r.consts}
+    inits = [numpy_helper.from_array(np.asarray(r.consts[k].values), k) for k in sorted(names)]
+    shape = [batch, *per_sample]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info(chain.start, TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info(end.output[0], TensorProto.FLOAT, shape)], inits)
+    opsets = [o for o in r.model.opset_import]
+    return helper.make_model(g, opset_imports=opsets)
+
+
+def run_chain(r, chain: Chain, end: onnx.NodeProto, values: np.ndarray, per_sample: tuple[int, ...]) -> np.ndarray:
+    """The original's output of ``end`` for float32 ``values`` (m, channels) at the chain's start, by qonnx's
+    executor (the verification's reference)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    m = len(values)
+    model = ModelWrapper(_submodel(r, chain, end, m, per_sample)).transform(InferShapes())
+    x = np.asarray(values, np.float32).reshape(m, *per_sample)
+    y = execute_onnx(model, {chain.start: x})[end.output[0]]
+    return np.asarray(y).reshape(m, -1)
+
+
+def tabulate(f, lo: int, hi: int, channels: int, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, start, step) of the monotone functions ``f`` (codes (m, channels) -> codes) on the integers
+    [lo, hi]: each threshold is the smallest input reaching the next output code, found by bisection."""
+    f_lo, f_hi = f(np.array([[lo] * channels, [hi] * channels], np.int64))
+    up = f_hi >= f_lo
+    n = np.abs(f_hi - f_lo)
+    k = int(n.max(initial=0))
+    if k > MAX_STEPS:
+        raise EdgeannError(f"{where}: the output steps through {k} codes over the input's range; at most {MAX_STEPS} "
+                           "thresholds per channel are built (narrow the quantizer)")
+    step = np.where(up, 1, -1).astype(np.int64)
+    levels = np.arange(1, k + 1, dtype=np.int64)[:, None]  # (k, 1)
+    target = f_lo[None, :] + step[None, :] * levels  # (k, channels)
+    valid = levels <= n[None, :]
+    a = np.full((k, channels), lo, np.int64)  # f(a) has not reached the target (f(lo) = f_lo)
+    b = np.full((k, channels), hi, np.int64)  # f(b) has, for the valid pairs
+    while k:
+        gap = valid & (b - a > 1)
+        if not gap.any():
+            break
+        mid = a + (b - a) // 2
+        y = f(mid)
+        reached = np.where(up[None, :], y >= target, y <= target)
+        b = np.where(gap & reached, mid, b)
+        a = np.where(gap & ~reached, mid, a)
+    thresholds = np.where(valid, b, hi + 1).T if k else np.full((channels, 1), hi + 1, np.int64)
+    # monotone by construction of the ops; check the steps found reproduce f at every threshold and just below
+    probe = np.concatenate([thresholds.T, thresholds.T - 1]).clip(lo, hi)
+    expected = f(probe)
+    node = ir.Threshold("check", ["x"], thresholds=np.ascontiguousarray(thresholds), start=f_lo, step=step)
+    if not np.array_equal(node.codes_at(probe), expected):
+        raise EdgeannError(f"{where}: the float chain is not monotone over the input's range; cannot requantize it "
+                           "with thresholds")
+    return np.ascontiguousarray(thresholds), f_lo.astype(np.int64), step
+
+
+# --------------------------------------------------------------------------------------------
+# Quantizers that end a chain: what their outputs' codes and types are
+
+
+@dataclass(frozen=True)
+class Codes:
+    """An end quantizer's output grid: value = code * ``scale`` (per channel or one), codes in [lo, hi]."""
+
+    scale: np.ndarray
+    lo: int
+    hi: int
+    narrow_bipolar: bool = False
+
+    def decode(self, y: np.ndarray, where: str) -> np.ndarray:
+        y64 = np.asarray(y, np.float64)
+        k = np.rint(y64 / self.scale)
+        if not np.array_equal(np.asarray(k * self.scale, np.float32), np.asarray(y, np.float32)):
+            raise EdgeannError(f"{where}: the quantizer's outputs are not integer multiples of its scale")
+        return k.astype(np.int64)
+
+    def type(self) -> tuple[ir.FixedType, np.ndarray | None]:
+        """The graph type of the codes and the float scale to keep (None when the scale is one power of two)."""
+        s = np.asarray(self.scale, np.float64)
+        frac = 1 - math.frexp(float(s.ravel()[0]))[1] if is_pow2(s) else 0
+        if self.narrow_bipolar:
+            t = ir.FixedType(2, frac, True, narrow=True)
+        elif self.lo >= 0:
+            t = ir.FixedType(max(int(self.hi).bit_length(), 1), frac, signed=False)
+        else:
+            t = ir.FixedType.covering(self.lo, self.hi, frac)
+            if -self.lo == self.hi:
+                t = ir.FixedType(t.width, frac, True, narrow=True)
+        return t, (None if is_pow2(s) else (s.ravel() if s.size > 1 else np.float64(s.ravel()[0])))
+
+
+def _per_channel(value, channels: int, rank: int, where: str, what: str) -> np.ndarray:
+    v = np.asarray(value, np.float64)
+    if v.size == 1:
+        return v.reshape(())
+    aligned = v.reshape((1,) * (rank - v.ndim) + v.shape)
+    if any(d != 1 for a, d in enumerate(aligned.shape) if a != 1) or aligned.shape[1] != channels:
+        raise EdgeannError(f"{where}: {what} of shape {v.shape} is not one value per channel")
+    return aligned.reshape(channels)
+
+
+def quant_codes(r, node, where: str, channels: int, rank: int) -> Codes:
+    _, scale, zero, bits = (list(node.input) + [None] * 4)[:4]
+    attrs = attributes(node)
+    signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+    width = bit_width(r.const(bits, where).values, where, lo=1)
+    z = np.asarray(r.const(zero, where).values, np.float64)
+    if np.any(z != np.round(z)) or np.unique(z).size > 1:
+        raise EdgeannError(f"{where}: zero point {np.unique(z)[:4].tolist()} is not one integer; not supported")
+    z = int(z.ravel()[0])
+    s = _per_channel(r.const(scale, where).values, channels, rank, where, "scale")
+    if width == 1 and signed:
+        return Codes(s, -1, 1, narrow_bipolar=True)
+    if signed:
+        q_lo, q_hi = -(1 << (width - 1)) + (1 if narrow else 0), (1 << (width - 1)) - 1
+    else:
+        q_lo, q_hi = 0, (1 << width) - 1 - (1 if narrow else 0)
+    return Codes(s, q_lo - z, q_hi - z)
+
+
+def end_chain(r, node: onnx.NodeProto, where: str, codes_of) -> None:
+    """The quantizer ``node`` ends the chain on its first input: emit the chain as one Threshold node.
+    ``codes_of(channels, rank)`` describes the quantizer's output grid."""
+    x = node.input[0]
+    chain = chain_of(r, x, where)
+    info = r.info(chain.src)
+    channels = info.shape[-1] if info.shape else 1
+    per_sample = _channel_axis_shape(r, chain.start, channels, where)
+    rank = len(per_sample) + 1
+    _check_per_channel(r, (*chain.nodes, node), rank, where)
+    grid = codes_of(channels, rank)
+    scale = np.broadcast_to(np.asarray(code_scale(r, chain.src), np.float64), (channels,))
+
+    def f(codes: np.ndarray) -> np.ndarray:
+        values = (codes.astype(np.float64) * scale[None, :]).astype(np.float32)
+        return grid.decode(run_chain(r, chain, node, values, per_sample), where)
+
+    thresholds, start, step = tabulate(f, info.lo, info.hi, channels, where)
+    t, float_scale = grid.type()
+    name = r.unique(node.name or f"threshold_{chain.src}")
+    r.alias[node.output[0]] = r.emit(ir.Threshold(name, [chain.src], thresholds=thresholds, start=start, step=step,
+                                                  type=t))
+    if float_scale is not None:
+        r.scales[name] = float_scale
+
+
+# --------------------------------------------------------------------------------------------
+# Readers
+
+
+def needs_chain(r, node) -> bool:
+    """``node`` (an elementwise op with constants) belongs in a chain: it reads one, or a float-scaled tensor, or the
+    model is QONNX (whose elementwise float ops always sit between a product and a quantizer)."""
+    dynamic = [i for i in node.input if i and i not in r.consts]
+    return any(float_scaled(r, d) for d in dynamic) or (r.qonnx and not any(d in r.pending for d in dynamic))
+
+
+@op("Sub")
+@op("Div")
+@op("BatchNormalization")
+@op("Neg")
+def read_elementwise(r, node, where):
+    extend(r, node, where)
+
+
+@op("MultiThreshold")
+def read_multithreshold(r, node, where):
+    x, thr = node.input[:2]
+    attrs = attributes(node)
+    out_scale = float(attrs.get("out_scale", 1.0))
+    out_bias = float(attrs.get("out_bias", 0.0))
+    layout = attrs.get("data_layout", b"NCHW")
+    layout = layout.decode() if isinstance(layout, bytes) else str(layout)
+    if layout not in ("NCHW", "NC"):
+        raise EdgeannError(f"{where}: MultiThreshold with data_layout {layout} is not supported (NCHW)")
+    n = np.shape(r.const(thr, where).values)[-1]
+    base = out_bias / out_scale
+    if base != round(base) or out_scale == 0:
+        raise EdgeannError(f"{where}: out_bias {out_bias!r} is not a whole number of out_scale {out_scale!r}")
+    scale = abs(out_scale)
+    lo, hi = sorted((int(base), int(base) + (n if out_scale > 0 else -n)))
+    end_chain(r, node, where, lambda channels, rank: Codes(np.float64(scale), lo, hi))
+
+
+def read_bipolar_activation(r, node, where):
+    def grid(channels, rank):
+        s = _per_channel(r.const(node.input[1], where).values, channels, rank, where, "scale")
+        return Codes(s, -1, 1, narrow_bipolar=True)
+
+    end_chain(r, node, where, grid)
+
+
+def read_quant_activation(r, node, where):
+    end_chain(r, node, where, lambda channels, rank: quant_codes(r, node, where, channels, rank))
+
+
+def quant_constant(values: np.ndarray, scale, zero, width: int, signed: bool, narrow: bool, rounding: str,
+                   where: str) -> Const:
+    """A Quant on a constant whose scale is no power of two (or per channel): the codes, and the values exactly as
+    qonnx's executor computes them."""
+    from qonnx.custom_op.general.intquant import int_quant
+
+    z = np.asarray(zero, np.float64)
+    if np.any(z != 0):
+        raise EdgeannError(f"{where}: a weight quantizer with a nonzero zero point is not supported")
+    s = np.asarray(scale)
+    v = np.asarray(values)
+    out = np.asarray(int_quant(v, s, np.asarray(zero), np.float32(width), signed, narrow, rounding), np.float32)
+    ints = np.rint(np.asarray(out, np.float64) / np.asarray(s, np.float64)).astype(np.int64)
+    if width == 1 and signed:
+        t = ir.FixedType(2, 0, True, narrow=True)
+    else:
+        t = ir.FixedType(width, 0, signed, narrow) if width > 1 or not signed else ir.FixedType(2, 0)
+    return Const(np.asarray(out), ints, t, np.asarray(s, np.float64))
+
+
+def end_trailing(r, tensor: str, where: str) -> None:
+    """A chain that reaches the model's output with no quantizer after it. A bias ``Add`` on a float-scaled product
+    whose values are whole multiples of each output's scale (Brevitas' ``Int32Bias``/``Int16Bias`` quantize it so)
+    joins the product exactly: the firmware ends at the accumulator's codes and its scale is kept. Anything else
+    is refused: a float result has no exact fixed-point equivalent."""
+    chain = r.chains[tensor]
+    layer = next((n for n in r.nodes if n.name == chain.src), None)
+    if (len(chain.nodes) == 1 and chain.nodes[0].op_type == "Add" and isinstance(layer, ir.Dense)
+            and chain.src in r.scales and not np.any(layer.bias)):
+        add = chain.nodes[0]
+        c = r.consts[next(i for i in add.input if i in r.consts)]
+        scale = np.broadcast_to(np.asarray(r.scales[chain.src], np.float64), (layer.n_out,))
+        ints = _bias_codes(c, scale, layer.n_out)
+        if ints is not None:
+            layer.bias = ints
+            layer.bias_type = ir.FixedType.covering(int(ints.min(initial=0)), int(ints.max(initial=0)),
+                                                    layer.bias_type.frac)
+            r.chains.pop(tensor)
+            r.alias[tensor] = chain.src
+            return
+    raise unended(r, tensor, where)
+
+
+def _bias_codes(c: Const, scale: np.ndarray, n_out: int) -> np.ndarray | None:
+    """The bias as whole codes of the accumulator's grid ``scale`` (per output), or None. A quantized bias (codes and
+    a scale) qualifies when its scale is the accumulator's up to float32 rounding of that product of scales (what
+    Brevitas writes); a float bias when it is a whole multiple of the grid."""
+    if c.ints is not None and c.scale is not None and c.ints.size in (1, n_out):
+        bias_scale = np.broadcast_to(np.asarray(c.scale, np.float64).ravel(), (n_out,)) if np.size(c.scale) in (1, n_out) \
+            else None
+        if bias_scale is not None and np.all(np.abs(bias_scale / scale - 1) < 2.0**-20):
+            return np.broadcast_to(c.ints.ravel(), (n_out,)).astype(np.int64)
+    b = np.asarray(c.values, np.float64).ravel()
+    if b.size not in (1, n_out):
+        return None
+    b = np.broadcast_to(b, (n_out,))
+    ints = np.rint(b / scale)
+    return ints.astype(np.int64) if np.array_equal((ints * scale).astype(np.float32), b.astype(np.float32)) else None
