@@ -10,7 +10,9 @@ from edgeann import ir
 
 from edgeann.cli import main
 from edgeann.pipeline import export_firmware
-from tests.frontends.foreign_models import brevitas_export, brevitas_mlp, qcdq_column_matmul, qcdq_mlp, qkeras_like_qonnx
+from tests.frontends.foreign_models import (brevitas_binary_mlp, brevitas_export, brevitas_float_scaled_mlp, brevitas_mlp,
+                                            brevitas_qonnx, finn_multithreshold_mlp, qcdq_column_matmul, qcdq_mlp,
+                                            qkeras_like_qonnx)
 
 pytestmark = pytest.mark.csim
 
@@ -110,3 +112,39 @@ def test_bipolar_annotated_input_is_the_firmwares_input_type(tmp_path):
     with np.load(proj / v["vectors"]["file"]) as vectors:
         assert set(np.unique(vectors["x"])) == {-1.0, 0.0, 1.0}
     assert json.loads((proj / "edgeann" / "source.json").read_text())["input_precision"] == "ap_fixed<2,2>"
+
+
+# -- exact elementwise requantization: float scales, batch norm, zero points, signs, FINN thresholds
+
+
+def test_brevitas_float_scales_batch_norm_and_2x_minus_1_input_are_bit_exact(tmp_path, capsys):
+    """Learned float scales, per-channel weight scales, a BatchNorm1d before the ReLU quantizer and an input
+    normalized as 2x - 1: refused without an input type (one line naming --input-precision), then, following that
+    advice, the firmware equals the qonnx executor on the original on 10,000 vectors; its outputs are codes of a
+    per-output float scale, recorded, and edgeann verify recomputes the same."""
+    src = brevitas_qonnx(brevitas_float_scaled_mlp(), tmp_path / "b.onnx", 10)
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p")]) == 2
+    assert "--input-precision 'ap_fixed<W,I>'" in capsys.readouterr().err
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p"), "--input-precision", "ap_fixed<10,2>"]) == 0
+    v = json.loads((tmp_path / "p" / "verification.json").read_text())
+    _exact(v, "qonnx executor on the QONNX model")
+    codes = v["output_codes"]
+    assert len(codes["scale"]) == 4 and 0 <= codes["max_residual_codes"] < 0.1
+    graph = ir.Graph.load(tmp_path / "p" / "edgeann" / "graph.npz")
+    assert [n.op for n in graph.nodes] == ["Input", "Threshold", "Dense", "Threshold", "Dense"]
+    assert main(["verify", str(tmp_path / "p")]) == 0
+    again = json.loads((tmp_path / "p" / "verification.verify.json").read_text())
+    assert again["exact"] and again["output_codes"]["scale"] == codes["scale"]
+
+
+def test_brevitas_binary_weights_sign_activations_and_zero_points_are_bit_exact(tmp_path):
+    src = brevitas_qonnx(brevitas_binary_mlp(), tmp_path / "b.onnx", 8)
+    proj, v = export_firmware(src, tmp_path / "p", echo=lambda *a: None, input_precision="ap_fixed<10,4>")
+    _exact(v, "qonnx executor on the QONNX model")
+    assert [n.op for n in ir.Graph.load(proj / "edgeann" / "graph.npz").nodes].count("Threshold") == 4
+
+
+def test_finn_multithreshold_graph_is_bit_exact(tmp_path):
+    _, v = export_firmware(finn_multithreshold_mlp(tmp_path / "f.onnx"), tmp_path / "p", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the QONNX model")
+    assert "output_codes" not in v  # integer codes of a power-of-two grid: compared as values

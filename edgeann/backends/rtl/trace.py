@@ -135,6 +135,31 @@ def _add(node: ir.Add, a, b, infos):
     return a + b
 
 
+def _threshold(node: ir.Threshold, x, infos):
+    """Compare with each threshold of the value's channel and count: ``start + step * count`` on the output grid.
+    Thresholds outside the input's reachable range are constants (always or never reached) and build no logic."""
+    xi, lsb = infos[0], node.type.scale
+    arr = np.asarray(x, dtype=object)
+    out = np.empty(arr.shape, dtype=object)
+    for idx in np.ndindex(arr.shape):
+        c = idx[-1] if arr.ndim else 0
+        t = np.asarray(node.thresholds[c], np.int64)
+        always = int(np.count_nonzero(t <= xi.lo))
+        live = t[(t > xi.lo) & (t <= xi.hi)]
+        count = _tree_sum([arr[idx] >= float(v * xi.type.scale) for v in live])
+        out[idx] = (count + always) * float(node.step[c] * lsb) + float(node.start[c] * lsb)
+    return _traced(out, x)
+
+
+def _tree_sum(terms: list):
+    """A balanced adder tree (depth log2 of the number of terms, not a chain)."""
+    if not terms:
+        return 0.0
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
 BUILDERS: dict[type[ir.Node], Callable] = {
     ir.Dense: _dense,
     ir.Relu: _relu,
@@ -145,6 +170,7 @@ BUILDERS: dict[type[ir.Node], Callable] = {
     ir.Flatten: _flatten,
     ir.BatchNorm: _batch_norm,
     ir.Add: _add,
+    ir.Threshold: _threshold,
 }
 
 WHY_NOT = {

@@ -108,7 +108,7 @@ def _check_per_channel(r, nodes, rank: int, where: str) -> None:
     """Every constant of the chain is one value per channel (axis 1): the chain is then one function per channel."""
     for node in nodes:
         for name in node.input:
-            if name and name in r.consts and node.op_type not in ("BatchNormalization",):
+            if name and name in r.consts and node.op_type not in ("BatchNormalization", "MultiThreshold", "Quant", "BipolarQuant"):
                 shape = np.shape(r.consts[name].values)
                 aligned = (1,) * (rank - len(shape)) + tuple(shape)
                 if len(shape) > rank or any(d != 1 for a, d in enumerate(aligned) if a != 1):
@@ -233,8 +233,8 @@ def quant_codes(r, node, where: str, channels: int, rank: int) -> Codes:
         raise EdgeannError(f"{where}: zero point {np.unique(z)[:4].tolist()} is not one integer; not supported")
     z = int(z.ravel()[0])
     s = _per_channel(r.const(scale, where).values, channels, rank, where, "scale")
-    if width == 1 and signed:
-        return Codes(s, -1, 1, narrow_bipolar=True)
+    if width == 1 and signed:  # qonnx takes the sign of x / scale + zero point, then subtracts the zero point
+        return Codes(s, -1, 1, narrow_bipolar=True) if z == 0 else Codes(s, -1 - z, 1 - z)
     if signed:
         q_lo, q_hi = -(1 << (width - 1)) + (1 if narrow else 0), (1 << (width - 1)) - 1
     else:

@@ -95,3 +95,15 @@ def test_unknown_part_for_yosys_keeps_the_fpga_project(trained_run, tmp_path, ca
     assert "part xc5vlx50t-ff1136-1: Yosys synthesizes for Xilinx" in err and "--no-synth" in err and "\n" not in err
     assert json.loads((out / "verification.json").read_text())["exact"] is True
     assert not (out / "rtl").exists()
+
+
+def test_threshold_layers_in_rtl_equal_the_original(tmp_path):
+    """FINN MultiThreshold activations (edgeann.ir.Threshold): compare-and-count logic in Verilator equals the qonnx
+    executor on the original model on 10,000 vectors."""
+    from tests.frontends.foreign_models import finn_multithreshold_mlp
+
+    src = finn_multithreshold_mlp(tmp_path / "f.onnx")
+    assert main(["export", str(src), "--rtl", "--no-synth", "--out", str(tmp_path / "r")]) == 0
+    v = json.loads((tmp_path / "r" / "verification.json").read_text())
+    assert v["exact"] and v["exact_fraction"] == 1.0 and v["n_samples"] >= 10_000
+    assert v["reference"] == "qonnx executor on the QONNX model"

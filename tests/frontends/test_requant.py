@@ -1,0 +1,195 @@
+"""Exact elementwise requantization (edgeann.frontends.onnx.ops_requant, edgeann.ir.Threshold): a float chain
+between an integer tensor and its quantizer becomes per-channel thresholds that reproduce the original's own
+arithmetic on every reachable integer, whatever the scales, zero points and bit widths."""
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from qonnx.custom_op.general.intquant import int_quant
+
+from edgeann import ir
+from edgeann.cli import main
+from edgeann.errors import EdgeannError
+from edgeann.export import run_qonnx
+from edgeann.frontends.onnx import parse_precision, read_foreign
+from edgeann.frontends.onnx.ops_requant import tabulate
+from tests.frontends.foreign_models import (QONNX_DOMAIN, brevitas_binary_mlp, brevitas_float_scaled_mlp, brevitas_qonnx,
+                                            finn_multithreshold_mlp)
+
+chains = st.fixed_dictionaries({
+    "channels": st.integers(1, 4),
+    "lo": st.integers(-3000, 0),
+    "span": st.integers(0, 3000),
+    "acc_scale": st.floats(1e-4, 1.0),
+    "gain": st.lists(st.floats(0.05, 20.0), min_size=4, max_size=4),
+    "negative": st.lists(st.booleans(), min_size=4, max_size=4),
+    "offset": st.lists(st.floats(-5.0, 5.0), min_size=4, max_size=4),
+    "scale": st.floats(1e-3, 2.0),
+    "zero": st.integers(-8, 8),
+    "bits": st.integers(1, 8),
+    "signed": st.booleans(),
+    "narrow": st.booleans(),
+    "rounding": st.sampled_from(["ROUND", "FLOOR"]),
+})
+
+
+def _reference(p):
+    """The chain in float32 as an ONNX model runs it: code * scale, times a gain, plus an offset, then qonnx's Quant;
+    returns codes (m, channels) -> output codes."""
+    c = p["channels"]
+    gain = np.float32([g * (-1 if n else 1) for g, n in zip(p["gain"], p["negative"])][:c])
+    offset = np.float32(p["offset"][:c])
+    s = np.float32(p["scale"])
+    signed = p["signed"] or p["bits"] == 1
+
+    def f(codes):
+        v = (codes.astype(np.float64) * p["acc_scale"]).astype(np.float32)
+        y = int_quant(v * gain + offset, s, np.float32(p["zero"]), np.float32(p["bits"]), signed, p["narrow"],
+                      p["rounding"])
+        return np.rint(np.asarray(y, np.float64) / np.float64(s)).astype(np.int64)
+
+    return f
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chains)
+def test_thresholds_reproduce_any_scale_zero_point_and_bit_width_on_every_integer(p):
+    f, c = _reference(p), p["channels"]
+    lo, hi = p["lo"], p["lo"] + p["span"]
+    thresholds, start, step = tabulate(f, lo, hi, c, "test")
+    node = ir.Threshold("t", ["x"], thresholds=thresholds, start=start, step=step, type=ir.FixedType(12, 0))
+    x = np.repeat(np.arange(lo, hi + 1, dtype=np.int64)[:, None], c, axis=1)
+    assert np.array_equal(node.codes_at(x), f(x))
+    # a channel with a negative gain counts down (where it is not constant over the range)
+    varies = f(x)[0] != f(x)[-1]
+    assert np.all((step == np.where(np.asarray(p["negative"][:c]), -1, 1))[varies])
+    assert np.all(np.diff(thresholds, axis=1) >= 0)
+
+
+def test_steps_from_codes_and_back():
+    x = np.arange(-5, 6)
+    codes = np.stack([np.clip(x // 2, -1, 2), -np.clip(x, 0, 3), np.zeros_like(x)], axis=1)
+    t, start, step = ir.steps_from_codes(x, codes)
+    node = ir.Threshold("t", ["x"], thresholds=t, start=start, step=step, type=ir.FixedType(4, 0))
+    assert np.array_equal(node.codes_at(np.repeat(x[:, None], 3, axis=1)), codes)
+    assert step.tolist() == [1, -1, 1]
+    with pytest.raises(ValueError, match="not monotone"):
+        ir.steps_from_codes(x, np.abs(x)[:, None])
+
+
+def test_threshold_node_checks_its_shape_and_range():
+    node = ir.Threshold("t", ["x"], thresholds=np.array([[0, 2]]), start=np.array([0]), step=np.array([1]),
+                        type=ir.FixedType(2, 0, signed=False))
+    info = node.infer([ir.TensorInfo((3, 1), ir.FixedType(4, 0), -8, 7)])
+    assert (info.lo, info.hi, info.shape) == (0, 2, (3, 1))
+    with pytest.raises(ValueError, match="channels"):
+        node.infer([ir.TensorInfo((3,), ir.FixedType(4, 0), -8, 7)])
+    small = ir.Threshold("t", ["x"], thresholds=np.array([[0, 1, 2, 3]]), start=np.array([0]), step=np.array([1]),
+                         type=ir.FixedType(2, 0, signed=False))
+    with pytest.raises(ValueError, match="do not fit"):
+        small.infer([ir.TensorInfo((1,), ir.FixedType(4, 0), -8, 7)])
+
+
+# --------------------------------------------------------------------------------------------
+# Random chains in QONNX graphs: read, then compared with qonnx's executor on every input code
+
+
+def _chain_graph(path, p, n_in: int = 2) -> None:
+    """x (4-bit input on 2^-2) -> MatMul (integer weights) -> Mul (per-channel float) -> Add -> Quant (random)."""
+    rng = np.random.default_rng(p["seed"])
+    c = p["channels"]
+    gain = np.float32([g * (-1 if n else 1) for g, n in zip(p["gain"], p["negative"])][:c])
+    inits = {"s_in": np.float32(0.25), "zero": np.float32(0), "bits_in": np.float32(4),
+             "w": rng.integers(-5, 6, (n_in, c)).astype(np.float32), "gain": gain.reshape(1, c),
+             "offset": np.float32(p["offset"][:c]).reshape(1, c), "s": np.float32(p["scale"]),
+             "z": np.float32(p["zero"]), "bits": np.float32(p["bits"])}
+    nodes = [
+        helper.make_node("Quant", ["x", "s_in", "zero", "bits_in"], ["xq"], domain=QONNX_DOMAIN, signed=1, narrow=0,
+                         rounding_mode="ROUND"),
+        helper.make_node("MatMul", ["xq", "w"], ["acc"]),
+        helper.make_node("Mul", ["acc", "gain"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "offset"], ["shifted"]),
+        helper.make_node("Quant", ["shifted", "s", "z", "bits"], ["y"], domain=QONNX_DOMAIN,
+                         signed=int(p["signed"] or p["bits"] == 1), narrow=int(p["narrow"]), rounding_mode=p["rounding"]),
+    ]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)]),
+              str(path))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(chains, st.integers(0, 1000))
+def test_random_chains_in_qonnx_graphs_equal_the_executor_on_every_input(tmp_path, p, seed):
+    path = tmp_path / "chain.onnx"
+    _chain_graph(path, {**p, "seed": seed})
+    foreign = read_foreign(path)
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Dense", "Threshold"]
+    codes = np.stack(np.meshgrid(np.arange(-8, 8), np.arange(-8, 8)), -1).reshape(-1, 2)  # every input
+    x = (codes * 0.25).astype(np.float32)
+    ref = run_qonnx(path, x).reshape(len(x), -1)
+    out = foreign.graph.infos()[foreign.graph.outputs[0]].type
+    scale = foreign.output_scale if foreign.output_scale is not None else out.scale
+    got = foreign.graph.execute(x)[foreign.graph.outputs[0]]
+    assert np.array_equal(np.rint(ref / scale), got)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole third-party shapes: the fixed-point graph equals the original on the verification's vectors
+
+
+def _equal_to_original(path, n: int = 5000, input_precision=None):
+    foreign = read_foreign(path, input_precision=parse_precision(input_precision) if input_precision else None)
+    t = foreign.graph.input.type
+    rng = np.random.default_rng(0)
+    x = (rng.integers(t.int_min, t.int_max + 1, (n, *foreign.graph.input.shape)) * t.scale).astype(np.float32)
+    ref = run_qonnx(path, x).reshape(n, -1)
+    out = foreign.graph.infos()[foreign.graph.outputs[0]].type
+    scale = foreign.output_scale if foreign.output_scale is not None else out.scale
+    assert np.array_equal(np.rint(ref / scale), foreign.graph.execute(x)[foreign.graph.outputs[0]])
+    return foreign
+
+
+def test_brevitas_float_scales_batch_norm_and_input_normalization(tmp_path):
+    path = brevitas_qonnx(brevitas_float_scaled_mlp(), tmp_path / "m.onnx", 10)
+    foreign = _equal_to_original(path, input_precision="ap_fixed<10,2>")
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Threshold", "Dense", "Threshold", "Dense"]
+    assert foreign.output_scale is not None and np.shape(foreign.output_scale) == (4,)  # per-channel weight scales
+
+
+def test_brevitas_binary_weights_sign_activations_and_zero_points(tmp_path):
+    path = brevitas_qonnx(brevitas_binary_mlp(), tmp_path / "m.onnx", 8)
+    foreign = _equal_to_original(path, input_precision="ap_fixed<10,4>")
+    kinds = [type(n).__name__ for n in foreign.graph.nodes]
+    assert kinds.count("Threshold") == 4
+    sign = foreign.graph.nodes[3]
+    assert foreign.graph.infos()[sign.name].type == ir.FixedType(2, 0, True, narrow=True)  # BipolarQuant: -1 / +1
+
+
+def test_finn_multithreshold_graph(tmp_path):
+    foreign = _equal_to_original(finn_multithreshold_mlp(tmp_path / "m.onnx"))
+    assert foreign.output_scale is None and foreign.graph.infos()[foreign.graph.outputs[0]].type == ir.FixedType(3, 0, False)
+
+
+def test_a_float_input_quantizer_asks_for_the_input_type(tmp_path, capsys):
+    path = brevitas_qonnx(brevitas_float_scaled_mlp(), tmp_path / "m.onnx", 10)
+    assert main(["export", str(path), "--fpga", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--input-precision 'ap_fixed<W,I>'" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_float_chain_without_a_quantizer_after_it_is_refused(tmp_path):
+    p = {"channels": 2, "gain": [0.3, 0.7, 1, 1], "negative": [False] * 4, "offset": [0.1, 0.2, 0, 0], "scale": 0.1,
+         "zero": 0, "bits": 4, "signed": True, "narrow": False, "rounding": "ROUND", "seed": 0}
+    _chain_graph(tmp_path / "m.onnx", p)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    del model.graph.node[-1]  # ends at the float Add
+    model.graph.output[0].name = "shifted"
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(EdgeannError, match=r"float arithmetic \(Mul, Add\).*without a quantizer"):
+        read_foreign(tmp_path / "m.onnx")
