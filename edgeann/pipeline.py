@@ -205,39 +205,50 @@ def _references(project: Path, kind: str, decode=None) -> dict:
     return dict([ort])
 
 
-def _output_scale(project: Path) -> np.ndarray | None:
-    """The float scale of the firmware's output codes where it is no power of two (recorded in source.json)."""
+def _output_scale(project: Path) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``(scale, offset, lsb)`` of the firmware's outputs where the codes' scale is no power of two or a trailing
+    affine float chain was left to the reference (recorded in source.json): the original's value is firmware output
+    * scale + offset, and the firmware's outputs are whole multiples of ``lsb``."""
     try:
-        scale = json.loads((project / PROJECT_DATA / "source.json").read_text()).get("output_scale")
+        meta = json.loads((project / PROJECT_DATA / "source.json").read_text())
     except (OSError, ValueError):
         return None
-    return None if scale is None else np.asarray(scale, np.float64)
+    if meta.get("output_scale") is None:
+        return None
+    offset = meta.get("output_offset")
+    # per firmware output value (a code times the output type's lsb)
+    lsb = float(meta.get("output_lsb") or 1.0)
+    return np.asarray(meta["output_scale"], np.float64) / lsb, np.asarray(0.0 if offset is None else offset, np.float64), lsb
 
 
 class _OutputDecoder:
-    """The original's float outputs as the firmware's codes, where their scale is no power of two: ``y / scale``
-    rounded to the nearest integer. The original sums its products in float32, so ``y / scale`` is a whole number
-    only up to that rounding; the largest distance seen (in codes) is kept and reported."""
+    """The original's float outputs as the firmware's codes, where their scale is no power of two (or a trailing
+    affine float chain was left to the reference): ``(y - offset) / scale`` rounded to the nearest integer. The
+    original sums its products in float32, so that is a whole number only up to that rounding; the largest distance
+    seen (in codes) is kept and reported."""
 
-    def __init__(self, scale: np.ndarray):
-        self.scale, self.max_residual = scale, 0.0
+    def __init__(self, scale: np.ndarray, offset: np.ndarray, lsb: float = 1.0):
+        self.scale, self.offset, self.lsb, self.max_residual = scale, offset, lsb, 0.0
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
-        q = np.asarray(y, np.float64).reshape(len(y), -1) / self.scale
+        q = (np.asarray(y, np.float64).reshape(len(y), -1) - self.offset) / (self.scale * self.lsb)
         k = np.rint(q)
         self.max_residual = max(self.max_residual, float(np.abs(q - k).max(initial=0.0)))
-        return k
+        return k * self.lsb
 
     def describe(self) -> dict:
-        s = np.ravel(self.scale)
-        return {"scale": s.tolist(), "value": "firmware output code x scale (per output where there are several)",
-                "reference_codes": "the original's outputs / scale, rounded to the nearest integer",
-                "max_residual_codes": self.max_residual}
+        out = {"scale": np.ravel(self.scale * self.lsb).tolist(), "offset": np.ravel(self.offset).tolist(),
+               "value": "firmware output code x scale + offset (per output where there are several)",
+               "reference_codes": "(the original's outputs - offset) / scale, rounded to the nearest integer",
+               "max_residual_codes": self.max_residual}
+        if not np.any(self.offset):
+            out.pop("offset")
+        return out
 
 
 def _output_decoder(project: Path) -> _OutputDecoder | None:
     scale = _output_scale(project)
-    return None if scale is None else _OutputDecoder(scale)
+    return None if scale is None else _OutputDecoder(*scale)
 
 
 def _note_output_codes(result: dict, decode: _OutputDecoder | None) -> None:
@@ -485,7 +496,10 @@ def _write_project_data(project: Path, graph, source: Path, kind: str, precision
                                       "precision": precision, "head": head,
                                       "input_precision": str(graph.input.type) if on_grid else None,
                                       "output_scale": (None if foreign is None or foreign.output_scale is None
-                                                       else np.ravel(foreign.output_scale).tolist())})
+                                                       else np.ravel(foreign.output_scale).tolist()),
+                                      "output_offset": (None if foreign is None or foreign.output_offset is None
+                                                        else np.ravel(foreign.output_offset).tolist()),
+                                      "output_lsb": graph.infos()[graph.outputs[0]].type.scale})
     return x, desc, data_x, labels
 
 
@@ -543,9 +557,9 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
     if kind != "qcdq" and (foreign is None or foreign.head is None):
         return
     data, firmware = project / PROJECT_DATA, predict(x).reshape(len(x), -1)
-    scale = _output_scale(project)
-    if scale is not None:  # the decision is taken on values: codes of a per-output scale are not comparable
-        firmware = firmware * scale
+    affine = _output_scale(project)
+    if affine is not None:  # the decision is taken on values: codes of a per-output scale are not comparable
+        firmware = firmware * affine[0] + affine[1]  # output values times the scale per value
     if kind == "qcdq":
         from edgeann.backends import onnx_qcdq
 

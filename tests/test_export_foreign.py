@@ -148,3 +148,24 @@ def test_finn_multithreshold_graph_is_bit_exact(tmp_path):
     _, v = export_firmware(finn_multithreshold_mlp(tmp_path / "f.onnx"), tmp_path / "p", echo=lambda *a: None)
     _exact(v, "qonnx executor on the QONNX model")
     assert "output_codes" not in v  # integer codes of a power-of-two grid: compared as values
+
+
+def test_brevitas_qcdq_export_with_float_scales_is_bit_exact(tmp_path):
+    """The same float-scaled network in Brevitas' QCDQ format (QuantizeLinear / DequantizeLinear with float and
+    per-axis scales): bit-exact against the qonnx executor and onnxruntime on the original."""
+    src = brevitas_export(brevitas_float_scaled_mlp(), tmp_path / "q.onnx", "qcdq")
+    _, v = export_firmware(src, tmp_path / "p", echo=lambda *a: None, input_precision="ap_fixed<10,2>")
+    _exact(v, "qonnx executor on the original QCDQ model")
+    assert len(v["output_codes"]["scale"]) == 4
+
+
+def test_trailing_tensornorm_is_left_to_the_reference_with_scale_and_offset(tmp_path):
+    """A float Mul + Add after the last product with no quantizer (FINN's TensorNorm): the firmware ends at the
+    exact accumulator; its scale and offset are recorded and the original's outputs are compared as codes."""
+    from tests.frontends.test_requant import _trailing
+
+    proj, v = export_firmware(_trailing(tmp_path, relu=False), tmp_path / "p", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the QONNX model")
+    assert v["output_codes"]["offset"] != [0.0, 0.0] and v["output_codes"]["max_residual_codes"] < 1e-3
+    meta = json.loads((proj / "edgeann" / "source.json").read_text())
+    assert meta["output_lsb"] == 0.25 and meta["output_offset"] == v["output_codes"]["offset"]

@@ -183,13 +183,34 @@ def test_a_float_input_quantizer_asks_for_the_input_type(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-def test_a_float_chain_without_a_quantizer_after_it_is_refused(tmp_path):
-    p = {"channels": 2, "gain": [0.3, 0.7, 1, 1], "negative": [False] * 4, "offset": [0.1, 0.2, 0, 0], "scale": 0.1,
-         "zero": 0, "bits": 4, "signed": True, "narrow": False, "rounding": "ROUND", "seed": 0}
+def _trailing(tmp_path, relu: bool):
+    p = {"channels": 2, "gain": [0.3, 0.7, 1, 1], "negative": [False, True, False, False], "offset": [0.1, 0.2, 0, 0],
+         "scale": 0.1, "zero": 0, "bits": 4, "signed": True, "narrow": False, "rounding": "ROUND", "seed": 0}
     _chain_graph(tmp_path / "m.onnx", p)
     model = onnx.load(str(tmp_path / "m.onnx"))
-    del model.graph.node[-1]  # ends at the float Add
+    del model.graph.node[-1]  # ends at the float Add (FINN's TensorNorm, a dequantizing scale and offset)
     model.graph.output[0].name = "shifted"
+    if relu:
+        model.graph.node.append(helper.make_node("Relu", ["shifted"], ["y"]))
+        model.graph.output[0].name = "y"
     onnx.save(model, str(tmp_path / "m.onnx"))
-    with pytest.raises(EdgeannError, match=r"float arithmetic \(Mul, Add\).*without a quantizer"):
-        read_foreign(tmp_path / "m.onnx")
+    return tmp_path / "m.onnx"
+
+
+def test_a_trailing_affine_float_chain_ends_at_the_accumulator_with_its_scale_and_offset(tmp_path):
+    path = _trailing(tmp_path, relu=False)
+    foreign = read_foreign(path)
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Dense"]
+    codes = np.stack(np.meshgrid(np.arange(-8, 8), np.arange(-8, 8)), -1).reshape(-1, 2)
+    x = (codes * 0.25).astype(np.float32)
+    ref = run_qonnx(path, x).reshape(len(x), -1)
+    lsb = foreign.graph.infos()[foreign.graph.outputs[0]].type.scale
+    q = (ref - foreign.output_offset) / foreign.output_scale
+    assert np.abs(q - np.rint(q)).max() < 1e-3 and np.sign(foreign.output_scale).tolist() == [1, -1]
+    assert np.array_equal(np.rint(q), foreign.graph.execute(x)[foreign.graph.outputs[0]])
+    assert lsb == 2.0**-2
+
+
+def test_a_trailing_float_chain_that_is_not_affine_is_refused(tmp_path):
+    with pytest.raises(EdgeannError, match=r"float arithmetic \(Mul, Add, Relu\).*without a quantizer"):
+        read_foreign(_trailing(tmp_path, relu=True))

@@ -55,6 +55,7 @@ class Foreign:
     head: Head | None
     input_on_grid: bool = False  # the input type was named (--input-precision): verify only on its grid
     output_scale: np.ndarray | None = None  # the output codes' float scale where it is no power of two
+    output_offset: np.ndarray | None = None  # a trailing affine float chain's offset: value = code * scale + offset
 
 
 def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | None = None,
@@ -67,9 +68,10 @@ def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | 
     reference, head = cut_head(model)
     if input_precision is None and precision is None and model_kind(reference) != "float":
         input_precision = annotated_input_type(reference)
-    graph, output_scale = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0], precision,
-                               input_precision)
-    return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None, output_scale)
+    graph, output_scale, output_offset = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0],
+                                              precision, input_precision)
+    return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None, output_scale,
+                   output_offset)
 
 
 def annotated_input_type(model: onnx.ModelProto) -> ir.FixedType | None:

@@ -184,9 +184,27 @@ def read_round(r, node, where):
     _round(r, node, where, "half_even")  # ONNX Round is half to even
 
 
+def _fixed_point(r, node, where) -> bool:
+    """One power-of-two scale and a zero zero point: the quantizer is an ap_fixed type."""
+    from edgeann.frontends.onnx.ops_requant import is_pow2
+
+    zero = r.const(node.input[2], where).values if len(node.input) > 2 and node.input[2] else 0
+    return is_pow2(r.const(node.input[1], where).values) and not np.any(np.asarray(zero) != 0)
+
+
 @op("QuantizeLinear")
 def read_quantize_linear(r, node, where):
+    from edgeann.frontends.onnx import ops_requant
+
     x, scale = node.input[:2]
+    if x not in r.consts and x not in r.pending and (not _fixed_point(r, node, where) or ops_requant.float_scaled(r, x)):
+        # a float scale or zero point: the quantizer joins the float chain before it, which its DequantizeLinear ends
+        if x == r.graph_input and r.graph_input not in r.alias and r.input_precision is None:
+            raise EdgeannError(f"{where}: the model input {r.input_label} is quantized with a scale or zero point that "
+                               "no ap_fixed input port holds; pass --input-precision 'ap_fixed<W,I>' to name the "
+                               "firmware's input type (the quantizer then becomes exact thresholds)")
+        ops_requant.extend(r, node, where)
+        return
     attrs = attributes(node)
     if attrs.get("saturate", 1) != 1 or (np.asarray(r.const(scale, where).values).size > 1):
         raise EdgeannError(f"{where}: per-axis or non-saturating QuantizeLinear is not supported yet")
@@ -208,7 +226,15 @@ def read_quantize_linear(r, node, where):
 
 @op("DequantizeLinear")
 def read_dequantize_linear(r, node, where):
+    from edgeann.frontends.onnx import ops_requant
+
     x, scale = node.input[:2]
+    if x in r.chains:  # the end of a float-scaled QuantizeLinear -> (Clip) -> DequantizeLinear on a float chain
+        ops_requant.read_dequantize_chain(r, node, where)
+        return
+    if x in r.consts and not _fixed_point(r, node, where):
+        r.consts[node.output[0]] = ops_requant.dequantize_constant(r, node, where)
+        return
     frac = -power_of_two(r.const(scale, where).values, where, "scale")
     _zero_point(r, node, where)
     if x in r.consts:  # quantized weights and biases

@@ -28,7 +28,8 @@ from edgeann.errors import EdgeannError
 from edgeann.frontends.onnx.reader import Const, attributes, bit_width, op
 
 # elementwise ops that a chain may hold: monotone in their one dynamic operand when the others are constants
-CHAIN_OPS = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Relu", "Clip", "Neg", "Identity", "Dropout")
+CHAIN_OPS = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Relu", "Clip", "Neg", "Identity", "Dropout",
+             "QuantizeLinear", "Cast")
 MAX_STEPS = 1 << 12  # output codes one channel may step through: the firmware compares against each
 
 
@@ -108,7 +109,9 @@ def _check_per_channel(r, nodes, rank: int, where: str) -> None:
     """Every constant of the chain is one value per channel (axis 1): the chain is then one function per channel."""
     for node in nodes:
         for name in node.input:
-            if name and name in r.consts and node.op_type not in ("BatchNormalization", "MultiThreshold", "Quant", "BipolarQuant"):
+            if name and name in r.consts and node.op_type not in ("BatchNormalization", "MultiThreshold", "Quant",
+                                                                  "BipolarQuant", "QuantizeLinear",
+                                                                  "DequantizeLinear"):
                 shape = np.shape(r.consts[name].values)
                 aligned = (1,) * (rank - len(shape)) + tuple(shape)
                 if len(shape) > rank or any(d != 1 for a, d in enumerate(aligned) if a != 1):
@@ -274,9 +277,12 @@ def end_chain(r, node: onnx.NodeProto, where: str, codes_of) -> None:
 
 def needs_chain(r, node) -> bool:
     """``node`` (an elementwise op with constants) belongs in a chain: it reads one, or a float-scaled tensor, or the
-    model is QONNX (whose elementwise float ops always sit between a product and a quantizer)."""
+    model is QONNX (whose elementwise float ops always sit between a product and a quantizer), or it reads an input
+    whose type --input-precision names."""
     dynamic = [i for i in node.input if i and i not in r.consts]
-    return any(float_scaled(r, d) for d in dynamic) or (r.qonnx and not any(d in r.pending for d in dynamic))
+    typed_input = r.input_precision is not None and r.graph_input in dynamic  # float ops on an input given a type
+    return any(float_scaled(r, d) for d in dynamic) or typed_input or \
+        (r.qonnx and not any(d in r.pending for d in dynamic))
 
 
 @op("Sub")
@@ -358,7 +364,61 @@ def end_trailing(r, tensor: str, where: str) -> None:
             r.chains.pop(tensor)
             r.alias[tensor] = chain.src
             return
-    raise unended(r, tensor, where)
+    coefficients = _affine(r, chain, where)
+    if coefficients is None:
+        raise unended(r, tensor, where)
+    gain, offset = coefficients
+    r.chains.pop(tensor)
+    r.alias[tensor] = chain.src
+    r.output_offset = offset
+    r.output_gain = gain
+
+
+AFFINE_OPS = ("Mul", "Div", "Add", "Sub", "Neg", "Identity", "Dropout", "BatchNormalization")
+
+
+def _affine(r, chain: Chain, where: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(gain, offset)`` per channel (float64) of a trailing chain of affine ops on per-channel constants (FINN's
+    ``TensorNorm``, a dequantizing scale, a float bias): the output is ``gain * code + offset``, where ``code`` is the
+    accumulator's. None when an op of the chain is not affine."""
+    info = r.info(chain.src)
+    channels = info.shape[-1] if info.shape else 1
+    rank = len(_channel_axis_shape(r, chain.start, channels, where)) + 1
+    a = np.broadcast_to(np.asarray(code_scale(r, chain.src), np.float64), (channels,)).copy()
+    b = np.zeros(channels)
+    current = chain.start
+    for node in chain.nodes:
+        if node.op_type not in AFFINE_OPS:
+            return None
+        consts = [i for i in node.input[1:] if i]
+        if node.op_type == "BatchNormalization":
+            g, beta, mean, var = (_per_channel(r.const(i, where).values, channels, rank, where, "batch norm")
+                                  for i in node.input[1:5])
+            k = g / np.sqrt(var + float(attributes(node).get("epsilon", 1e-5)))
+            a, b = a * k, (b - mean) * k + beta
+        elif node.op_type == "Neg":
+            a, b = -a, -b
+        elif node.op_type in ("Identity", "Dropout"):
+            pass
+        else:
+            first = node.input[0] == current
+            c = _per_channel(r.const(node.input[1] if first else node.input[0], where).values, channels, rank, where,
+                             "constant")
+            if node.op_type == "Mul":
+                a, b = a * c, b * c
+            elif node.op_type == "Div" and first:
+                a, b = a / c, b / c
+            elif node.op_type == "Add":
+                b = b + c
+            elif node.op_type == "Sub":
+                a, b = (a, b - c) if first else (-a, c - b)
+            else:
+                return None
+        del consts
+        current = node.output[0]
+    if np.any(a == 0):
+        return None
+    return a, b
 
 
 def _bias_codes(c: Const, scale: np.ndarray, n_out: int) -> np.ndarray | None:
@@ -376,3 +436,47 @@ def _bias_codes(c: Const, scale: np.ndarray, n_out: int) -> np.ndarray | None:
     b = np.broadcast_to(b, (n_out,))
     ints = np.rint(b / scale)
     return ints.astype(np.int64) if np.array_equal((ints * scale).astype(np.float32), b.astype(np.float32)) else None
+
+
+def _axis_scale(r, node, where, shape: tuple[int, ...]) -> np.ndarray:
+    """The scale of a (De)QuantizeLinear broadcast to ``shape``: per tensor, or along its ``axis``."""
+    s = np.asarray(r.const(node.input[1], where).values, np.float64)
+    if s.size == 1:
+        return s.reshape(())
+    axis = attributes(node).get("axis", 1) % len(shape)
+    return s.reshape([s.size if a == axis else 1 for a in range(len(shape))])
+
+
+def dequantize_constant(r, node, where) -> Const:
+    """A ``DequantizeLinear`` of integer constants with a float scale or a zero point (per tensor or per axis): the
+    codes minus the zero point, and the values as onnxruntime computes them."""
+    q = np.asarray(r.consts[node.input[0]].values)
+    zero = np.asarray(r.const(node.input[2], where).values) if len(node.input) > 2 and node.input[2] else np.zeros((), q.dtype)
+    scale = _axis_scale(r, node, where, q.shape)
+    z = zero.astype(np.int64).reshape(scale.shape) if zero.size > 1 else zero.astype(np.int64).reshape(())
+    ints = q.astype(np.int64) - z
+    values = (ints.astype(np.float32) * np.asarray(scale, np.float32)).astype(np.float32)
+    t = ir.FixedType.covering(int(ints.min(initial=0)), int(ints.max(initial=0)), 0)
+    if ints.min(initial=0) >= 0:
+        t = ir.FixedType(max(int(ints.max(initial=0)).bit_length(), 1), 0, signed=False)
+    return Const(values, ints, t, scale)
+
+
+def read_dequantize_chain(r, node, where):
+    """``DequantizeLinear`` after a ``QuantizeLinear`` (and ``Clip``) on a float chain: the codes q - zero point."""
+    chain = r.chains[node.input[0]]
+    if not chain.nodes or chain.nodes[-1].op_type not in ("QuantizeLinear", "Clip") or \
+            not any(n.op_type == "QuantizeLinear" for n in chain.nodes):
+        raise EdgeannError(f"{where}: DequantizeLinear of a tensor that is not a QuantizeLinear output")
+
+    def grid(channels, rank):
+        s = _per_channel(r.const(node.input[1], where).values, channels, rank, where, "scale")
+        zero = r.const(node.input[2], where).values if len(node.input) > 2 and node.input[2] else np.uint8(0)
+        zero = np.asarray(zero)
+        if zero.size != 1:
+            raise EdgeannError(f"{where}: per-axis zero points on activations are not supported")
+        info = np.iinfo(zero.dtype)
+        z = int(zero.ravel()[0])
+        return Codes(s, int(info.min) - z, int(info.max) - z)
+
+    end_chain(r, node, where, grid)

@@ -104,6 +104,8 @@ class Reader:
         self.quantized = any(n.op_type in QUANTIZERS for n in model.graph.node)
         self.qonnx = any(n.op_type in QONNX_QUANTIZERS for n in model.graph.node)
         self.output_scale: np.ndarray | None = None  # the output codes' float scale where it is no power of two
+        self.output_gain: np.ndarray | None = None  # a trailing affine float chain: output = gain * code + offset
+        self.output_offset: np.ndarray | None = None
         self.consts: dict[str, Const] = {t.name: Const(numpy_helper.to_array(t)) for t in model.graph.initializer}
         self.alias: dict[str, str] = {}  # onnx tensor -> ir tensor
         self.relu_of: dict[str, str] = {}  # onnx tensor -> ir tensor it is the ReLU of (not yet emitted)
@@ -199,7 +201,7 @@ class Reader:
 
             end_trailing(self, out, f"output {out}")
         src = self.dynamic(out, f"output {out}")
-        self.output_scale = self.scales.get(src)
+        self.output_scale = self.output_gain if self.output_gain is not None else self.scales.get(src)
         if not self.nodes or not isinstance(self.nodes[0], ir.Input):
             raise EdgeannError("the model's input is not quantized before its first layer")
         graph = ir.Graph(self.name, self.nodes, [src])
@@ -277,10 +279,11 @@ def fold(r: Reader, node: onnx.NodeProto, where: str) -> None:
 
 
 def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
-         input_precision: ir.FixedType | None = None) -> tuple[ir.Graph, np.ndarray | None]:
+         input_precision: ir.FixedType | None = None) -> tuple[ir.Graph, np.ndarray | None, np.ndarray | None]:
     """Walk a cleaned-up model node by node into the fixed-point graph. ``input_precision`` types an input that
     enters a quantized model unquantized (QKeras exports). Returns the graph and, where the output's codes have a
-    scale that is no power of two, that scale (value = code * scale, per output or one for all)."""
+    scale that is no power of two, that scale, and where a trailing affine float chain was left to the reference, its
+    offset (value = code * scale + offset, per output or one for all)."""
     reader = Reader(model, name, precision, input_precision)
     if input_precision is not None and not reader.quantized:
         raise EdgeannError("--input-precision is for quantized models whose input is not quantized; a float model "
@@ -299,4 +302,4 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
             raise EdgeannError(f"{where}: the model is already quantized ({kind}); drop --precision")
         fn(reader, node, where)
     graph = reader.finish()
-    return graph, reader.output_scale
+    return graph, reader.output_scale, reader.output_offset
