@@ -155,6 +155,23 @@ def _verification_outcome(project: Path, result: dict, allow_mismatch: bool, wri
 
 
 @app.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace example files already in FOLDER.")
+def examples(folder, force):
+    """Write example foreign models (QKeras-, Brevitas- and FINN-style QONNX) into FOLDER, each with the export
+    command that checks its firmware bit for bit against the original."""
+    from edgeann.examples import EXAMPLES, write_examples
+
+    if folder.exists() and not folder.is_dir():
+        raise EdgeannError(f"{folder} exists and is not a directory")
+    present = [e.file for e in EXAMPLES if (folder / e.file).exists()]
+    if present and not force:
+        raise EdgeannError(f"{folder / present[0]} already exists; use --force to replace the example files")
+    for example, path in write_examples(folder):
+        click.echo(f"{path}: {example.kind}\n  {example.command(folder)}")
+
+
+@app.command()
 @click.argument("project", type=click.Path(path_type=Path))
 @click.option("--inputs", type=click.Path(path_type=Path), help="A .npy file of input vectors (default: the export's).")
 @click.option("--allow-mismatch", is_flag=True, help="Exit 0 even when the firmware is not bit-exact.")

@@ -154,3 +154,16 @@ def test_flow_key_reference_command(capsys):
     out = capsys.readouterr().out
     assert "`pruning.target_sparsity`" in out and "`training.lr`" not in out
     assert_one_line_error(*run_cli(capsys, "keys", "prunning"), "no flow section 'prunning'", "pruning")
+
+
+def test_examples_writes_the_foreign_models_and_keeps_existing_ones(tmp_path, capsys):
+    assert main(["examples", str(tmp_path / "ex")]) == 0
+    out = capsys.readouterr().out
+    files = sorted(p.name for p in (tmp_path / "ex").iterdir())
+    assert files == ["brevitas_float_scales.onnx", "finn_binary.onnx", "finn_thresholds.onnx", "qkeras_mlp.onnx"]
+    assert f"edgeann export {tmp_path / 'ex' / 'qkeras_mlp.onnx'} --fpga --input-precision 'ap_fixed<8,3>'" in out
+    before = (tmp_path / "ex" / "qkeras_mlp.onnx").read_bytes()
+    assert main(["examples", str(tmp_path / "ex")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already exists; use --force" in err and "\n" not in err
+    assert (tmp_path / "ex" / "qkeras_mlp.onnx").read_bytes() == before

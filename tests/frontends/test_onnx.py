@@ -24,6 +24,10 @@ def _graph_equals_original(path, tmp_path, precision=None, input_precision=None)
     ref = run_qonnx(tmp_path / "cut.onnx", x).reshape(len(x), -1)
     if foreign.kind != "qonnx":
         assert np.array_equal(run_all(tmp_path / "cut.onnx", x, qonnx=False)[0].reshape(len(x), -1), ref)
+    if foreign.output_scale is not None:  # codes of a float scale: the original's outputs as codes
+        offset = 0 if foreign.output_offset is None else foreign.output_offset
+        graph = foreign.graph.execute(x)[foreign.graph.outputs[0]].reshape(len(x), -1)
+        ref = np.rint((ref - offset) / foreign.output_scale)
     assert len(x) >= 10_000 and np.array_equal(graph, ref)
     return foreign
 
@@ -86,9 +90,15 @@ def _trans_a(path):
     return path
 
 
+@pytest.mark.parametrize("kw", [{"act_scale": 0.1}, {"zero_point": 3}, {"act_scale": 0.07, "zero_point": 5}])
+def test_qcdq_float_scales_and_zero_points_become_thresholds(tmp_path, kw):
+    """An activation quantizer with a scale that is no power of two, or a zero point: exact thresholds (these were
+    refused before edgeann.ir.Threshold)."""
+    foreign = _graph_equals_original(qcdq_mlp(tmp_path / "m.onnx", "none", **kw), tmp_path)
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Dense", "Threshold", "Dense"]
+
+
 @pytest.mark.parametrize("make, fragment", [
-    (lambda p: qcdq_mlp(p, act_scale=0.1), "node quant_act (QuantizeLinear): scale 0.1"),
-    (lambda p: qcdq_mlp(p, zero_point=3), "node quant_act (QuantizeLinear): zero point [3] is not 0"),
     (_unsupported_op, "node squash (Tanh): op Tanh is not supported"),
     (_trans_a, "node fc2 (Gemm): Gemm with transA=1"),
 ])

@@ -62,7 +62,7 @@ def float_scaled(r, tensor: str) -> bool:
 def chain_of(r, tensor: str, where: str) -> Chain:
     if tensor in r.chains:
         return r.chains[tensor]
-    if tensor in r.relu_of and r.relu_of[tensor] in r.scales:  # a ReLU held for the quantizer: part of the chain
+    if tensor in r.relu_of:  # a ReLU held for the quantizer: part of the chain
         src = r.relu_of[tensor]
         return Chain(src, f"{tensor}/relu_input", (helper.make_node("Relu", [f"{tensor}/relu_input"], [tensor]),))
     return Chain(r.dynamic(tensor, where), tensor)
