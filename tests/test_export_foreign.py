@@ -169,3 +169,11 @@ def test_trailing_tensornorm_is_left_to_the_reference_with_scale_and_offset(tmp_
     assert v["output_codes"]["offset"] != [0.0, 0.0] and v["output_codes"]["max_residual_codes"] < 1e-3
     meta = json.loads((proj / "edgeann" / "source.json").read_text())
     assert meta["output_lsb"] == 0.25 and meta["output_offset"] == v["output_codes"]["offset"]
+
+
+def test_threshold_layers_refuse_io_stream_in_one_line(tmp_path, capsys):
+    src = finn_multithreshold_mlp(tmp_path / "f.onnx")
+    assert main(["export", str(src), "--fpga", "--io-type", "io_stream", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "io_stream firmware does not support edgeann's threshold layer" in err and "use io_parallel" in err
+    assert "\n" not in err and not (tmp_path / "p").exists()

@@ -107,3 +107,16 @@ def test_threshold_layers_in_rtl_equal_the_original(tmp_path):
     v = json.loads((tmp_path / "r" / "verification.json").read_text())
     assert v["exact"] and v["exact_fraction"] == 1.0 and v["n_samples"] >= 10_000
     assert v["reference"] == "qonnx executor on the QONNX model"
+
+
+def test_rtl_of_a_qkeras_model_with_an_input_precision(tmp_path):
+    """--rtl with --input-precision: the Verilator simulation equals the qonnx executor on the original on the
+    input type's grid."""
+    from tests.frontends.foreign_models import qkeras_like_qonnx
+
+    src = qkeras_like_qonnx(tmp_path / "qk.onnx")
+    assert main(["export", str(src), "--rtl", "--no-synth", "--input-precision", "ap_fixed<8,3>",
+                 "--out", str(tmp_path / "r")]) == 0
+    v = json.loads((tmp_path / "r" / "verification.json").read_text())
+    assert v["exact"] and v["exact_fraction"] == 1.0 and v["n_samples"] >= 10_000 and "on_grid" in v["inputs"]
+    assert v["class_agreement"]["fraction"] == 1.0
