@@ -20,7 +20,7 @@ from edgeann.ir.core import (  # noqa: F401
     requantize,
 )
 from edgeann.ir.conv import Add, AvgPool, BatchNorm, Conv, Flatten, MaxPool  # noqa: F401
-from edgeann.ir.threshold import Threshold, steps_from_codes  # noqa: F401
+from edgeann.ir.threshold import Threshold, affine_form, steps_from_codes  # noqa: F401
 from edgeann.ir.recurrent import (  # noqa: F401
     GRU,
     LSTM,

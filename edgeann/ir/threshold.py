@@ -32,6 +32,15 @@ class Threshold(Node):
     start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     step: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     type: FixedType = FixedType(8, 0)
+    # the same function as one integer multiply per value and a few corrections (see affine_form): per channel
+    # clip(floor((multiplier * x + offset) / 2**shift), low, high)
+    #     + step * sum_e ([x >= exact[e]] - [x >= line[e]])
+    # empty when the firmware compares with every threshold and counts
+    multiplier: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    shift: int = 0
+    exact: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # (channels, e): the true steps
+    line: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # (channels, e): the line's there
     op: ClassVar[str] = "Threshold"
 
     @property
@@ -71,6 +80,25 @@ class Threshold(Node):
     def execute(self, ins, infos):
         return self.codes_at(ins[0])
 
+    @property
+    def affine(self) -> bool:
+        return len(self.multiplier) == self.channels and self.channels > 0
+
+    def ends(self, x: TensorInfo) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, the lowest and highest output code over the input's range."""
+        e = self.codes_at(np.array([[x.lo] * self.channels, [x.hi] * self.channels]))
+        return e.min(axis=0), e.max(axis=0)
+
+    def affine_codes(self, x: np.ndarray, info: TensorInfo) -> np.ndarray:
+        """The affine form's codes for integer inputs ``x`` (..., channels): what the firmware computes."""
+        low, high = self.ends(info)
+        x = np.asarray(x, np.int64)
+        z = x.astype(object) * np.asarray(self.multiplier).astype(object) + np.asarray(self.offset).astype(object)
+        y = np.clip((z >> int(self.shift)).astype(np.int64), low, high)
+        for e in range(np.shape(self.exact)[1] if np.ndim(self.exact) == 2 else 0):
+            y = y + np.asarray(self.step, np.int64) * ((x >= self.exact[:, e]).astype(np.int64) - (x >= self.line[:, e]))
+        return y
+
     def threshold_type(self, x: TensorInfo) -> FixedType:
         """A type on the input's grid that holds every threshold (a padded one may lie above the input's type)."""
         t = np.asarray(self.thresholds, np.int64)
@@ -99,3 +127,88 @@ def steps_from_codes(x: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.n
     for c, r in enumerate(rows):
         thresholds[c, : len(r)] = r
     return thresholds, start, step
+
+
+
+
+def affine_form(thresholds: np.ndarray, start: np.ndarray, step: np.ndarray, lo: int, hi: int):
+    """The step function as a line and corrections: ``(multiplier, offset, shift, exact, line)`` (see
+    :class:`Threshold`), or None when that is not cheaper than comparing with every threshold.
+
+    For any integers M, B, s the floor of the line ``(M x + B) / 2**s`` steps through the levels at thresholds
+    tau_k of its own, so ``#{k : x >= tau_k} = clip(floor(...) - start, 0, K)`` for every x (going down: the mirror
+    image); adding ``[x >= t_k] - [x >= tau_k]`` wherever tau_k differs from the true t_k gives the count exactly.
+    The line is fitted to the thresholds (least squares, then the offset that matches most of them); float32
+    rounding in the original moves a few thresholds off any line, and those are the corrections."""
+    t = np.asarray(thresholds, np.int64)
+    channels = t.shape[0]
+    span_bits = max(int(hi - lo).bit_length(), 1)
+    best = None
+    for shift in (span_bits + 8, span_bits + 16, span_bits + 24):
+        rows = []
+        for c in range(channels):
+            live = t[c][(t[c] > lo) & (t[c] <= hi)]
+            base = int(start[c]) + int(step[c]) * int(np.count_nonzero(t[c] <= lo))  # thresholds always reached
+            rows.append(_fit(live, base, int(step[c]), shift))
+        corrections = max(len(r[2]) for r in rows)
+        if best is None or corrections < best[0]:
+            best = corrections, shift, rows
+        if corrections == 0:
+            break
+    corrections, shift, rows = best
+    k = t.shape[1]
+    if 2 * corrections + 2 >= k:  # a multiply and the corrections would not save comparators
+        return None
+    pad = hi + 1
+    exact = np.full((channels, corrections), pad, np.int64)
+    line = np.full((channels, corrections), pad, np.int64)
+    for c, (_, _, pairs) in enumerate(rows):
+        for e, (te, tl) in enumerate(pairs):
+            exact[c, e], line[c, e] = te, tl
+    return (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64), shift, exact, line)
+
+
+def _fit(live: np.ndarray, base: int, step: int, shift: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """(M, B, corrections) for one channel: the line fitted to the thresholds ``live`` and the (true, line) pairs of
+    the levels where its own threshold differs from the true one."""
+    one = 1 << shift
+    n = len(live)
+    if n == 0:
+        return 0, base * one, []
+    x = live.astype(np.float64)
+    k = np.arange(1, n + 1, dtype=np.float64)
+    slope = step * (np.polyfit(x, k, 1)[0] if n > 1 and np.ptp(x) > 0 else 1.0)
+    m = int(round(slope * one)) or step
+    live = [int(v) for v in live]
+    levels = [base + step * (i + 1) for i in range(n)]
+    # each threshold holds for B in [lo_k, hi_k]; take the B that most intervals contain
+    if step > 0:  # reached at t: m t + B >= level 2^s; not at t - 1: m (t - 1) + B <= level 2^s - 1
+        bounds = [(lv * one - m * t, lv * one - 1 - m * (t - 1)) for lv, t in zip(levels, live)]
+    else:  # down to level at t: m t + B <= (level + 1) 2^s - 1; not at t - 1: m (t - 1) + B >= (level + 1) 2^s
+        bounds = [((lv + 1) * one - m * (t - 1), (lv + 1) * one - 1 - m * t) for lv, t in zip(levels, live)]
+    events = sorted([(b_lo, 0) for b_lo, b_hi in bounds if b_lo <= b_hi] +
+                    [(b_hi, 1) for b_lo, b_hi in bounds if b_lo <= b_hi])
+    depth, best, b = 0, -1, bounds[0][0]
+    for value, kind in events:  # sweep: an interval opens (0) before one closes (1) at the same value
+        depth += 1 if kind == 0 else -1
+        if kind == 0 and depth > best:
+            best, b = depth, value
+    pairs = []
+    for lv, t in zip(levels, live):
+        tau = _line_threshold(m, b, shift, lv, step)
+        if tau != t:
+            pairs.append((t, tau))
+    return m, b, pairs
+
+
+def _line_threshold(m: int, b: int, shift: int, level: int, step: int) -> int:
+    """The smallest integer x at which floor((m x + b) / 2**shift) has reached ``level`` (going up: m x + b >=
+    level 2^s, m > 0) or come down to it (going down: m x + b <= (level + 1) 2^s - 1, m < 0), in exact integers."""
+    one = 1 << shift
+    if step > 0:
+        return _ceil_div(level * one - b, m)
+    return _ceil_div((level + 1) * one - 1 - b, m)  # dividing by m < 0 flips the inequality
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)

@@ -63,10 +63,29 @@ def test_thresholds_reproduce_any_scale_zero_point_and_bit_width_on_every_intege
     node = ir.Threshold("t", ["x"], thresholds=thresholds, start=start, step=step, type=ir.FixedType(12, 0))
     x = np.repeat(np.arange(lo, hi + 1, dtype=np.int64)[:, None], c, axis=1)
     assert np.array_equal(node.codes_at(x), f(x))
+    form = ir.affine_form(thresholds, start, step, lo, hi)
+    if form is not None:  # the line and corrections the firmware computes instead: equal on every integer too
+        line = ir.Threshold("a", ["x"], thresholds=thresholds, start=start, step=step, type=ir.FixedType(12, 0),
+                            **dict(zip(("multiplier", "offset", "shift", "exact", "line"), form)))
+        info = ir.TensorInfo((c,), ir.FixedType(14, 0), lo, hi)
+        assert np.array_equal(line.affine_codes(x, info), f(x))
     # a channel with a negative gain counts down (where it is not constant over the range)
     varies = f(x)[0] != f(x)[-1]
     assert np.all((step == np.where(np.asarray(p["negative"][:c]), -1, 1))[varies])
     assert np.all(np.diff(thresholds, axis=1) >= 0)
+
+
+def test_affine_form_with_corrections_equals_the_thresholds_on_every_accumulator(tmp_path):
+    """Brevitas' BatchNorm -> ReLU -> 8-bit quantizer on a +-100k accumulator: float32 rounding in the original moves
+    a few of the 255 thresholds off every line; the line plus those corrections equals the thresholds everywhere."""
+    foreign = read_foreign(brevitas_qonnx(brevitas_float_scaled_mlp(), tmp_path / "m.onnx", 10),
+                           input_precision=parse_precision("ap_fixed<10,2>"))
+    node = foreign.graph.nodes[3]
+    info = foreign.graph.infos()[node.inputs[0]]
+    assert node.op == "Threshold" and node.affine and node.thresholds.shape[1] == 255 and info.hi - info.lo > 200_000
+    assert 0 < node.exact.shape[1] <= 4  # corrections: comparisons kept instead of 255 per value
+    x = np.repeat(np.arange(info.lo, info.hi + 1)[:, None], node.channels, axis=1)
+    assert np.array_equal(node.affine_codes(x, info), node.codes_at(x))
 
 
 def test_steps_from_codes_and_back():

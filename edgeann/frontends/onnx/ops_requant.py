@@ -265,8 +265,10 @@ def end_chain(r, node: onnx.NodeProto, where: str, codes_of) -> None:
     thresholds, start, step = tabulate(f, info.lo, info.hi, channels, where)
     t, float_scale = grid.type()
     name = r.unique(node.name or f"threshold_{chain.src}")
+    affine = ir.affine_form(thresholds, start, step, info.lo, info.hi)
+    form = {} if affine is None else dict(zip(("multiplier", "offset", "shift", "exact", "line"), affine))
     r.alias[node.output[0]] = r.emit(ir.Threshold(name, [chain.src], thresholds=thresholds, start=start, step=step,
-                                                  type=t))
+                                                  type=t, **form))
     if float_scale is not None:
         r.scales[name] = float_scale
 

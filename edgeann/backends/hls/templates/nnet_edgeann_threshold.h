@@ -47,6 +47,55 @@ void edgeann_threshold(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
     }
 }
 
+// The same function as a line and a few corrections (edgeann.ir.Threshold with an affine form), for value i of
+// channel c:
+//   f = floor(data[i] * multiplier[c] + offset[c])         (exact product and sum, floor by assignment: AP_TRN)
+//   code = clip(f, low[c], high[c]) + step[c] * sum_e ([data[i] >= exact[c][e]] - [data[i] >= line[c][e]])
+//   res[i] = code * unit
+// multiplier and offset hold M 2^(f_in - s) and B 2^-s, so f is floor((M x + B) / 2^s) of the input's code x; the
+// corrections add the steps where the original's float arithmetic moved a threshold off the line.
+struct edgeann_affine_requant_config {
+    static const unsigned n_in = 1;
+    static const unsigned n_chan = 1;
+    static const unsigned n_corrections = 0;
+};
+
+template <class data_T, class res_T, typename CONFIG_T>
+void edgeann_affine_requant(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
+                            typename CONFIG_T::multiplier_t multiplier[CONFIG_T::n_chan],
+                            typename CONFIG_T::offset_t offset[CONFIG_T::n_chan],
+                            typename CONFIG_T::code_t low[CONFIG_T::n_chan],
+                            typename CONFIG_T::code_t high[CONFIG_T::n_chan],
+                            typename CONFIG_T::step_t step[CONFIG_T::n_chan],
+                            typename CONFIG_T::threshold_t exact[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
+                            typename CONFIG_T::threshold_t line[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
+                            typename CONFIG_T::unit_t unit[1]) {
+    #pragma HLS INLINE
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        #pragma HLS UNROLL
+        const unsigned c = i % CONFIG_T::n_chan;
+        typename CONFIG_T::floor_t f = data[i] * multiplier[c] + offset[c];
+        if (f < low[c]) {
+            f = low[c];
+        }
+        if (f > high[c]) {
+            f = high[c];
+        }
+        typename CONFIG_T::code_t code = f;
+        for (unsigned e = 0; e < CONFIG_T::n_corrections; e++) {
+            #pragma HLS UNROLL
+            const unsigned k = c * CONFIG_T::n_corrections + e;
+            if (data[i] >= exact[k]) {
+                code += step[c];
+            }
+            if (data[i] >= line[k]) {
+                code -= step[c];
+            }
+        }
+        res[i] = code * unit[0];
+    }
+}
+
 } // namespace nnet
 
 #endif
