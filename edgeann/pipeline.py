@@ -526,9 +526,13 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     if kind == "float":
         # what post-training fixed point costs, on typical (standardized) inputs
         xs = np.random.default_rng(0).standard_normal((2000, *graph.input.shape)).astype(np.float32)
-        diff = np.abs(onnx_qcdq.run_any(data / "source.onnx", xs) - onnx_qcdq.run(data / "reference.onnx", xs))
+        original = onnx_qcdq.run_any(data / "source.onnx", xs).reshape(len(xs), -1)
+        fixed = onnx_qcdq.run(data / "reference.onnx", xs).reshape(len(xs), -1)
+        diff = np.abs(original - fixed)
         result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
                                              "inputs": "2000 standard-normal vectors", "precision": precision}
+        if original.shape[1] > 1:  # the class decision (argmax), fixed point against the float original
+            result["distance_to_float_model"]["class_agreement"] = float(np.mean(original.argmax(1) == fixed.argmax(1)))
     if data_x is not None and len(data_x):
         # what the fixed-point arithmetic costs: the firmware against the same weights in float, on the test split
         from edgeann.float_twin import distance_to_float

@@ -161,7 +161,18 @@ def verify(graph: ir.Graph, project_dir: Path, x: np.ndarray, references: dict[s
         div = sim.first_divergence(graph, rows)
         result["first_divergence"] = None if div is None else {"layer": div.layer, "samples": div.n_mismatch,
                                                                "max_lsb_diff": div.max_lsb_diff}
+    ties = {n.name: int(n.near_ties) for n in graph.nodes if getattr(n, "near_ties", 0)}
+    if ties:  # exact requantization of a foreign model: where the original's own float32 rounding decides
+        result["near_float_ties"] = {
+            "steps": ties,
+            "note": "threshold steps where the original model's value is within 4 float32 units in the last place of "
+                    "a quantizer's rounding boundary: it sums products with scales that are no power of two in "
+                    "float32, so its summation order decides the output on inputs that reach them; the firmware "
+                    "follows the exact value (code x scale)"}
     result["summary"] = summary(result)
+    if ties:
+        result["summary"] += (f"; {sum(ties.values())} threshold steps lie within float32 rounding of the original's "
+                              "sums (near_float_ties)")
     return result
 
 

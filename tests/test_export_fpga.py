@@ -180,8 +180,25 @@ def test_float_onnx_with_post_training_precision(tmp_path):
     assert 0 < v["distance_to_float_model"]["max_abs_diff"] < 0.05
 
 
+def test_input_quantizer_with_a_float_scale_follows_the_refusals_advice(tmp_path, capsys):
+    """An input Quant whose scale is no power of two: refused in one line naming the scale and --input-precision;
+    with that option the quantizer becomes thresholds on the named input type and the export runs."""
+    src = _qonnx_model(tmp_path / "m.onnx", scale=0.3)
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scale 0.30000001192092896" in err and "--input-precision 'ap_fixed<W,I>'" in err and "\n" not in err
+    assert main(["export", str(src), "--fpga", "--out", str(tmp_path / "p"), "--input-precision", "ap_fixed<10,6>",
+                 "--allow-mismatch"]) == 0
+    v = json.loads((tmp_path / "p" / "verification.json").read_text())
+    # scale 0.3 with biases on 1/64: x * 0.3 + b lands within float32 rounding of the next quantizer's half-way
+    # points, where the original's order of float32 sums decides; the firmware equals the graph exactly, the
+    # original on all but those vectors, and the export says why
+    assert v["comparisons"]["onnxruntime on model.onnx (QCDQ)"]["exact"] and v["n_samples"] >= 10_000
+    assert v["near_float_ties"]["steps"] and 0.99 < v["exact_fraction"] < 1.0
+    assert "lie within float32 rounding of the original's sums" in v["summary"]
+
+
 @pytest.mark.parametrize("make, fragment", [
-    (lambda p: _qonnx_model(p, scale=0.3), "scale 0.3"),
     (lambda p: _qonnx_model(p, act_bits=2.5), "bit width 2.5 cannot be represented"),
     (lambda p: _qonnx_model(p, rounding="CEIL"), "rounding_mode CEIL is not supported"),
     (lambda p: (p.write_bytes(b"not onnx"), p)[1], "not a valid ONNX model"),

@@ -41,6 +41,9 @@ class Threshold(Node):
     shift: int = 0
     exact: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # (channels, e): the true steps
     line: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # (channels, e): the line's there
+    # steps the original's float32 summation order decides (its value there is within 4 ulp of a rounding
+    # boundary): the firmware follows code x scale; the original may not, on inputs that reach them
+    near_ties: int = 0
     op: ClassVar[str] = "Threshold"
 
     @property

@@ -33,9 +33,12 @@ def read_quant(r, node, where):
         return
     if x not in r.consts and (not fixed or ops_requant.float_scaled(r, x)):
         if x == r.graph_input and r.graph_input not in r.alias and r.input_precision is None:
-            raise EdgeannError(f"{where}: the model input {r.input_label} is quantized with a scale that is no power "
-                               "of two, which no ap_fixed input port holds; pass --input-precision 'ap_fixed<W,I>' "
-                               "to name the firmware's input type (the quantizer then becomes exact thresholds)")
+            values = np.unique(np.asarray(r.const(scale, where).values, np.float64))
+            what = f"scale {float(values[0])!r}" if values.size == 1 else "per-channel scales"
+            raise EdgeannError(f"{where}: the model input {r.input_label} is quantized with {what} and zero point "
+                               f"{float(np.asarray(r.const(zero, where).values).ravel()[0]):g}, which no ap_fixed input "
+                               "port holds; pass --input-precision 'ap_fixed<W,I>' to name the firmware's input type "
+                               "(the quantizer then becomes exact thresholds)")
         ops_requant.read_quant_activation(r, node, where)
         return
     if np.any(r.const(zero, where).values != 0):

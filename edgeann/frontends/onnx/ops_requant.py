@@ -181,6 +181,28 @@ def tabulate(f, lo: int, hi: int, channels: int, where: str) -> tuple[np.ndarray
     return np.ascontiguousarray(thresholds), f_lo.astype(np.int64), step
 
 
+def _near_ties(thresholds: np.ndarray, info: ir.TensorInfo, scale: np.ndarray, g) -> int:
+    """How many steps of the function sit within float32 rounding of the original's arithmetic: the original sums
+    a product with scales that are no power of two in float32, so its value there is ``code x scale`` only up to a
+    few units in the last place, and its order of summation decides the output where a quantizer's rounding
+    boundary lies that close. Each step (and the code below it) is probed 4 units in the last place either side."""
+    t = np.asarray(thresholds, np.int64)
+    live = (t > info.lo) & (t <= info.hi)
+    if not live.any():
+        return 0
+    rows = np.concatenate([t.T, t.T - 1]).clip(info.lo, info.hi)  # (2k, channels)
+    values = (rows.astype(np.float64) * scale[None, :]).astype(np.float32)
+    base = g(values)
+    moved = np.zeros(rows.shape, bool)
+    for direction in (np.inf, -np.inf):
+        v = values
+        for _ in range(4):
+            v = np.nextafter(v, np.float32(direction)).astype(np.float32)
+        moved |= g(v) != base
+    k = t.shape[1]
+    return int(np.count_nonzero((moved[:k] | moved[k:]) & live.T))
+
+
 # --------------------------------------------------------------------------------------------
 # Quantizers that end a chain: what their outputs' codes and types are
 
@@ -263,12 +285,15 @@ def end_chain(r, node: onnx.NodeProto, where: str, codes_of) -> None:
         return grid.decode(run_chain(r, chain, node, values, per_sample), where)
 
     thresholds, start, step = tabulate(f, info.lo, info.hi, channels, where)
+    near = 0
+    if chain.src in r.scales and isinstance(next((n for n in r.nodes if n.name == chain.src), None), ir.Dense):
+        near = _near_ties(thresholds, info, scale, lambda v: grid.decode(run_chain(r, chain, node, v, per_sample), where))
     t, float_scale = grid.type()
     name = r.unique(node.name or f"threshold_{chain.src}")
     affine = ir.affine_form(thresholds, start, step, info.lo, info.hi)
     form = {} if affine is None else dict(zip(("multiplier", "offset", "shift", "exact", "line"), affine))
     r.alias[node.output[0]] = r.emit(ir.Threshold(name, [chain.src], thresholds=thresholds, start=start, step=step,
-                                                  type=t, **form))
+                                                  type=t, near_ties=near, **form))
     if float_scale is not None:
         r.scales[name] = float_scale
 
