@@ -77,19 +77,6 @@ class ThresholdFunctionTemplate(FunctionCallTemplate):
         return f"nnet::edgeann_threshold<{p['input_t']}, {p['output_t']}, {p['config']}>({p['input']}, {p['output']}, {weights});"
 
 
-def register() -> None:
-    """Make the threshold layer known to hls4ml (idempotent): layer class, templates and header for each backend."""
-    register_layer(EdgeannThreshold.__name__, EdgeannThreshold)
-    for name in BACKENDS:
-        backend = get_backend(name)
-        backend.register_template(ThresholdConfigTemplate)
-        backend.register_template(ThresholdFunctionTemplate)
-        backend.register_source(HEADER)
-
-
-register()
-
-
 @lowering(ir.Threshold)
 def _lower_threshold(node: ir.Threshold, ctx: LoweringContext) -> list[HlsLayer]:
     if node.affine:
@@ -180,15 +167,19 @@ class AffineFunctionTemplate(FunctionCallTemplate):
                 f"{p['output']}, {weights});")
 
 
-def _register_affine() -> None:
-    register_layer(EdgeannAffineRequant.__name__, EdgeannAffineRequant)
+def register() -> None:
+    """Make both forms of the threshold layer known to hls4ml (idempotent): layer classes, templates and header."""
+    for layer in (EdgeannThreshold, EdgeannAffineRequant):
+        register_layer(layer.__name__, layer)
     for name in BACKENDS:
         backend = get_backend(name)
-        backend.register_template(AffineConfigTemplate)
-        backend.register_template(AffineFunctionTemplate)
+        for template in (ThresholdConfigTemplate, ThresholdFunctionTemplate, AffineConfigTemplate,
+                         AffineFunctionTemplate):
+            backend.register_template(template)
+        backend.register_source(HEADER)
 
 
-_register_affine()
+register()
 
 
 def _lower_affine(node: ir.Threshold, ctx: LoweringContext) -> list[HlsLayer]:
