@@ -194,13 +194,24 @@ def _references(project: Path, kind: str) -> dict:
     data = project / PROJECT_DATA
     session = onnx_qcdq.session(data / "reference.onnx")
     ort = ("onnxruntime on model.onnx (QCDQ)", lambda x: onnx_qcdq.run(session, x))
+    model_x = lambda x: model_layout(data, x)  # noqa: E731
     if kind == "qonnx":
-        return dict([("qonnx executor on the QONNX model", lambda x: run_qonnx(data / "source.onnx", x)), ort])
+        return dict([("qonnx executor on the QONNX model", lambda x: run_qonnx(data / "source.onnx", model_x(x))), ort])
     if kind == "qcdq":
-        return dict([("qonnx executor on the original QCDQ model", lambda x: run_qonnx(data / "source.onnx", x)),
+        return dict([("qonnx executor on the original QCDQ model", lambda x: run_qonnx(data / "source.onnx", model_x(x))),
                      ("onnxruntime (graph optimizations off) on the original QCDQ model",
-                      lambda x: run_all(data / "source.onnx", x, qonnx=False)[0]), ort])
+                      lambda x: run_all(data / "source.onnx", model_x(x), qonnx=False)[0]), ort])
     return dict([ort])
+
+
+def model_layout(data: Path, x: np.ndarray) -> np.ndarray:
+    """The firmware's (channels-last) inputs ``x`` in the original model's layout: transposed by the ``input_perm``
+    that ``source.json`` records for a channels-first convolutional model, else as they are."""
+    try:
+        perm = json.loads((data / "source.json").read_text()).get("input_perm")
+    except (OSError, ValueError):
+        perm = None
+    return np.ascontiguousarray(np.transpose(x, perm)) if perm else x
 
 
 def _load_fpga_config(source: Path, is_run: bool):
@@ -437,7 +448,8 @@ def _write_project_data(project: Path, graph, source: Path, kind: str, precision
     x, desc = verification_inputs(graph, data_x, min_vectors, on_grid=on_grid)
     write_json(data / "source.json", {"kind": kind, "source": str(source.resolve()), "inputs": desc,
                                       "precision": precision, "head": head,
-                                      "input_precision": str(graph.input.type) if on_grid else None})
+                                      "input_precision": str(graph.input.type) if on_grid else None,
+                                      "input_perm": list(foreign.input_perm) if foreign is not None and foreign.input_perm else None})
     return x, desc, data_x, labels
 
 
@@ -462,7 +474,8 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     if kind == "float":
         # what post-training fixed point costs, on typical (standardized) inputs
         xs = np.random.default_rng(0).standard_normal((2000, *graph.input.shape)).astype(np.float32)
-        diff = np.abs(onnx_qcdq.run_any(data / "source.onnx", xs) - onnx_qcdq.run(data / "reference.onnx", xs))
+        diff = np.abs(onnx_qcdq.run_any(data / "source.onnx", model_layout(data, xs)).reshape(len(xs), -1)
+                      - onnx_qcdq.run(data / "reference.onnx", xs).reshape(len(xs), -1))
         result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
                                              "inputs": "2000 standard-normal vectors", "precision": precision}
     if data_x is not None and len(data_x):
@@ -496,7 +509,7 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
     if kind == "qcdq":
         from edgeann.backends import onnx_qcdq
 
-        optimized = onnx_qcdq.run_any(data / "source.onnx", x).reshape(len(x), -1)
+        optimized = onnx_qcdq.run_any(data / "source.onnx", model_layout(data, x)).reshape(len(x), -1)
         result["onnxruntime_default_session"] = {
             "exact_fraction_vs_firmware": float(np.mean(optimized == firmware)),
             "note": "onnxruntime's default graph optimizations fuse QuantizeLinear/DequantizeLinear pairs into integer "
@@ -509,7 +522,7 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
         return
     head = foreign.head
     against = ("qonnx executor" if kind == "qonnx" else "onnxruntime (graph optimizations off)") + " on the full original model"
-    full = full_classes(run_all(data / FULL_SOURCE, x, qonnx=kind == "qonnx"), head)
+    full = full_classes(run_all(data / FULL_SOURCE, model_layout(data, x), qonnx=kind == "qonnx"), head)
     result["class_agreement"] = agreement = class_agreement(full, firmware, head, against)
     result["summary"] += (f"; {head.describe()}: the firmware's class (argmax) equals the full model's on "
                           f"{100 * agreement['fraction']:.3f}% of {agreement['n_samples']} vectors")

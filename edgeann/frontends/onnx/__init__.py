@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 
 from edgeann import ir
-from edgeann.frontends.onnx import ops_quant, ops_qcdq, ops_dense, ops_shape  # noqa: F401, I001  (they register their ops)
+from edgeann.frontends.onnx import ops_quant, ops_qcdq, ops_dense, ops_shape, ops_conv  # noqa: F401, I001  (they register their ops)
 from edgeann.frontends.onnx.heads import Head, cut_head
 from edgeann.frontends.onnx.reader import OPS, QUANTIZERS, clean, exact_fixed, load_onnx, parse_precision, quantize_const, read
 
@@ -53,6 +53,7 @@ class Foreign:
     reference: onnx.ModelProto
     head: Head | None
     input_on_grid: bool = False  # the input type was named (--input-precision): verify only on its grid
+    input_perm: tuple[int, ...] | None = None  # axes taking the firmware's channels-last inputs into the model's layout
 
 
 def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | None = None,
@@ -65,8 +66,9 @@ def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | 
     reference, head = cut_head(model)
     if input_precision is None and precision is None and model_kind(reference) != "float":
         input_precision = annotated_input_type(reference)
-    graph = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0], precision, input_precision)
-    return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None)
+    layout: dict = {}
+    graph = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0], precision, input_precision, layout)
+    return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None, layout["input_perm"])
 
 
 def annotated_input_type(model: onnx.ModelProto) -> ir.FixedType | None:
