@@ -1,0 +1,89 @@
+"""Builders of small foreign convolutional models: Brevitas QONNX CNNs and hand-made float ONNX (Keras-style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from tests.frontends.foreign_models import _save
+
+
+def brevitas_cnn(d: int = 2, residual: bool = False, torch_seed: int = 0):
+    """QuantIdentity -> QuantConv -> QuantReLU -> MaxPool -> Flatten -> QuantLinear with power-of-two quantizers on
+    a (2, 6, 6) input (``d=2``) or (2, 8) (``d=1``); ``residual`` adds a second, padded conv branch summed with
+    the first (an Add of two quantized activations)."""
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int16Bias,
+                                Uint8ActPerTensorFixedPoint)
+
+    conv = qnn.QuantConv2d if d == 2 else qnn.QuantConv1d
+    pool = torch.nn.MaxPool2d(2) if d == 2 else torch.nn.MaxPool1d(2)
+    w = dict(weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int16Bias, return_quant_tensor=True)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+            self.conv = conv(2, 3, 3, padding=1, bias=True, **w)
+            self.relu = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
+            if residual:
+                self.conv2 = conv(3, 3, 3, padding=1, bias=True, **w)
+                self.q2 = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint)
+                self.q1 = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint)
+                self.sum = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+            self.pool = pool
+            n = 3 * (9 if d == 2 else 4)
+            self.fc = qnn.QuantLinear(n, 4, bias=True, weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int16Bias)
+
+        def forward(self, x):
+            x = self.relu(self.conv(self.inp(x)))
+            if residual:
+                x = self.sum(self.q1(x) + self.q2(self.conv2(x)))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    torch.manual_seed(torch_seed)
+    net = Net()
+    shape = (2, 6, 6) if d == 2 else (2, 8)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(64, *shape) * 2)
+    return net.eval(), shape
+
+
+def brevitas_cnn_export(path: Path, **kw) -> Path:
+    import torch
+    from brevitas.export import export_qonnx
+
+    net, shape = brevitas_cnn(**kw)
+    export_qonnx(net, torch.randn(1, *shape), export_path=str(path), dynamo=False)
+    return path
+
+
+def keras_float_cnn(path: Path, d: int = 2, seed: int = 0, **conv_attrs) -> Path:
+    """A Keras-style float ONNX CNN: channels-last input (1, 6, 6, 2) (``d=2``) or (1, 8, 2), Transpose to
+    channels-first, Conv (+ bias) -> Relu, Transpose back, Flatten, Gemm. ``conv_attrs`` go on the Conv node."""
+    rng = np.random.default_rng(seed)
+    spatial = (6, 6) if d == 2 else (8,)
+    k = (3,) * d
+    dil = conv_attrs.get("dilations", [1] * d)[0]
+    pads = conv_attrs.get("pads", [0] * 2 * d)
+    same = str(conv_attrs.get("auto_pad", "")).startswith("SAME")
+    out_spatial = tuple(n if same else n + pads[i] + pads[i + d] - dil * 2 for i, n in enumerate(spatial))
+    n_flat = 4 * int(np.prod(out_spatial))
+    group = conv_attrs.get("group", 1)
+    inits = {"w": rng.normal(0, 0.4, (4, 2 // group, *k)).astype(np.float32),
+             "b": rng.normal(0, 0.1, 4).astype(np.float32),
+             "fw": rng.normal(0, 0.3, (n_flat, 3)).astype(np.float32), "fb": rng.normal(0, 0.1, 3).astype(np.float32)}
+    to_cf, to_cl = ([0, 3, 1, 2], [0, 2, 3, 1]) if d == 2 else ([0, 2, 1], [0, 2, 1])
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=to_cf, name="to_nchw"),
+             helper.make_node("Conv", ["xt", "w", "b"], ["c"], name="conv", kernel_shape=list(k), **conv_attrs),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["rt"], perm=to_cl, name="to_nhwc"),
+             helper.make_node("Flatten", ["rt"], ["f"], axis=1, name="flatten"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="dense")]
+    return _save(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *spatial, 2])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], path)

@@ -1,0 +1,65 @@
+"""Convolutional foreign models read into the channels-last graph: the graph equals the original model (qonnx's
+executor on the model's own, channels-first layout), Keras-style Transpose pairs keep the input channels-last,
+and what is not supported is refused in one line."""
+
+import numpy as np
+import pytest
+
+from edgeann import ir
+from edgeann.backends import onnx_qcdq
+from edgeann.cli import main
+from edgeann.export import run_qonnx
+from edgeann.frontends.onnx import parse_precision, read_foreign
+from tests.frontends.conv_models import brevitas_cnn_export, keras_float_cnn
+
+
+@pytest.mark.parametrize("kw, kinds", [
+    (dict(d=2), [ir.Input, ir.Conv, ir.Relu, ir.MaxPool, ir.Flatten, ir.Dense]),
+    (dict(d=1), [ir.Input, ir.Conv, ir.Relu, ir.MaxPool, ir.Flatten, ir.Dense]),
+    (dict(d=2, residual=True), None),
+])
+def test_brevitas_cnn_graph_equals_the_qonnx_executor(tmp_path, kw, kinds):
+    """Channels-first input (N, C, *spatial) -> IR input (*spatial, C); the NCHW flatten before the QuantLinear is
+    matched by permuting the Dense's weight columns."""
+    src = brevitas_cnn_export(tmp_path / "m.onnx", **kw)
+    f = read_foreign(src)
+    d = kw["d"]
+    assert f.input_perm == ((0, 3, 1, 2) if d == 2 else (0, 2, 1))
+    assert f.graph.input.shape == ((6, 6, 2) if d == 2 else (8, 2))
+    if kinds:
+        assert [type(n) for n in f.graph.nodes] == kinds
+    else:
+        assert sum(isinstance(n, ir.Add) for n in f.graph.nodes) == 1
+    x = np.random.default_rng(1).normal(0, 2, (1000, *f.graph.input.shape)).astype(np.float32)
+    ref = run_qonnx(src, np.transpose(x, f.input_perm)).reshape(len(x), -1)
+    assert np.array_equal(f.graph.predict(x).reshape(len(x), -1), ref)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_keras_style_float_cnn_keeps_its_channels_last_input(tmp_path, d):
+    src = keras_float_cnn(tmp_path / "k.onnx", d=d)
+    f = read_foreign(src, parse_precision("ap_fixed<16,6>"))
+    assert f.input_perm is None and f.graph.input.shape == ((6, 6, 2) if d == 2 else (8, 2))
+    assert any(isinstance(n, ir.Conv) for n in f.graph.nodes)
+    x = np.random.default_rng(0).normal(0, 1, (500, *f.graph.input.shape)).astype(np.float32)
+    assert np.abs(f.graph.predict(x) - onnx_qcdq.run_any(src, x)).max() < 0.05  # post-training fixed point
+
+
+@pytest.mark.parametrize("attrs, fragment", [
+    (dict(group=2), "node conv (Conv): group 2 is not supported"),
+    (dict(dilations=[2, 2]), "node conv (Conv): dilations [2, 2] is not supported"),
+    (dict(auto_pad="SAME_UPPER"), "node conv (Conv): auto_pad SAME_UPPER is not supported"),
+])
+def test_conv_refusals_name_the_node_in_one_line(tmp_path, capsys, attrs, fragment):
+    src = keras_float_cnn(tmp_path / "m.onnx", **attrs)
+    assert main(["export", str(src), "--fpga", "--precision", "ap_fixed<16,6>", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and not (tmp_path / "p").exists()
+
+
+def test_explicit_pads_follow_the_same_padding_refusal(tmp_path):
+    """The advice of the auto_pad refusal works: the same convolution with explicit pads is read."""
+    src = keras_float_cnn(tmp_path / "m.onnx", pads=[1, 1, 1, 1])
+    f = read_foreign(src, parse_precision("ap_fixed<16,6>"))
+    x = np.random.default_rng(0).normal(0, 1, (200, *f.graph.input.shape)).astype(np.float32)
+    assert np.abs(f.graph.predict(x) - onnx_qcdq.run_any(src, x)).max() < 0.05
