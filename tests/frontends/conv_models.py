@@ -87,3 +87,29 @@ def keras_float_cnn(path: Path, d: int = 2, seed: int = 0, **conv_attrs) -> Path
              helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="dense")]
     return _save(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *spatial, 2])],
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], path)
+
+
+def float_pool_cnn(path: Path, pool: str = "AveragePool", seed: int = 0, **pool_attrs) -> Path:
+    """A channels-first float ONNX CNN (input (1, 2, 8, 8)): Conv 3x3 (pads 1) -> Relu -> ``pool`` -> Flatten ->
+    Gemm. ``pool_attrs`` go on the pooling node (AveragePool / MaxPool: kernel_shape [2, 2] unless given)."""
+    rng = np.random.default_rng(seed)
+    if pool != "GlobalAveragePool":
+        pool_attrs.setdefault("kernel_shape", [2, 2])
+    pool_node = helper.make_node(pool, ["r"], ["p"], name="pool", **pool_attrs)
+    shape = _pooled_shape(pool, pool_attrs)
+    n_flat = 4 * int(np.prod(shape))
+    inits = {"w": rng.normal(0, 0.4, (4, 2, 3, 3)).astype(np.float32), "b": rng.normal(0, 0.1, 4).astype(np.float32),
+             "fw": rng.normal(0, 0.3, (n_flat, 3)).astype(np.float32), "fb": rng.normal(0, 0.1, 3).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"), pool_node,
+             helper.make_node("Flatten", ["p"], ["f"], axis=1, name="flatten"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="dense")]
+    return _save(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], path)
+
+
+def _pooled_shape(pool: str, attrs: dict) -> tuple[int, int]:
+    if pool == "GlobalAveragePool":
+        return (1, 1)
+    k, s, p = attrs["kernel_shape"], attrs.get("strides", [1, 1]), attrs.get("pads", [0] * 4)  # ONNX: stride 1 unless given
+    return tuple((8 + p[i] + p[i + 2] - k[i]) // s[i] + 1 for i in range(2))

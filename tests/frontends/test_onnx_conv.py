@@ -10,7 +10,7 @@ from edgeann.backends import onnx_qcdq
 from edgeann.cli import main
 from edgeann.export import run_qonnx
 from edgeann.frontends.onnx import parse_precision, read_foreign
-from tests.frontends.conv_models import brevitas_cnn_export, keras_float_cnn
+from tests.frontends.conv_models import brevitas_cnn_export, float_pool_cnn, keras_float_cnn
 
 
 @pytest.mark.parametrize("kw, kinds", [
@@ -63,3 +63,31 @@ def test_explicit_pads_follow_the_same_padding_refusal(tmp_path):
     f = read_foreign(src, parse_precision("ap_fixed<16,6>"))
     x = np.random.default_rng(0).normal(0, 1, (200, *f.graph.input.shape)).astype(np.float32)
     assert np.abs(f.graph.predict(x) - onnx_qcdq.run_any(src, x)).max() < 0.05
+
+
+@pytest.mark.parametrize("pool, attrs", [
+    ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ("AveragePool", dict(kernel_shape=[2, 4], strides=[2, 2])),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[1, 1])),
+    ("GlobalAveragePool", {}),
+])
+def test_channels_first_float_cnn_with_pooling(tmp_path, pool, attrs):
+    """A channels-first float model: the IR input is (8, 8, 2), the model is fed the transposed inputs."""
+    src = float_pool_cnn(tmp_path / "m.onnx", pool, **attrs)
+    f = read_foreign(src, parse_precision("ap_fixed<16,6>"))
+    assert f.input_perm == (0, 3, 1, 2) and f.graph.input.shape == (8, 8, 2)
+    x = np.random.default_rng(0).normal(0, 1, (300, 8, 8, 2)).astype(np.float32)
+    ref = onnx_qcdq.run_any(src, np.transpose(x, f.input_perm))
+    assert np.abs(f.graph.predict(x) - ref).max() < 0.05
+
+
+@pytest.mark.parametrize("pool, attrs, fragment", [
+    ("AveragePool", dict(kernel_shape=[3, 3]), "node pool (AveragePool): average pooling over 9 values is not exact; use a window whose area is a power of two"),
+    ("AveragePool", dict(kernel_shape=[2, 2], pads=[1, 1, 1, 1]), "node pool (AveragePool): padded average pooling is not supported"),
+    ("MaxPool", dict(kernel_shape=[2, 2], dilations=[2, 2]), "node pool (MaxPool): dilations [2, 2] is not supported"),
+])
+def test_pooling_refusals_name_the_node_in_one_line(tmp_path, capsys, pool, attrs, fragment):
+    src = float_pool_cnn(tmp_path / "m.onnx", pool, **attrs)
+    assert main(["export", str(src), "--fpga", "--precision", "ap_fixed<16,6>", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and not (tmp_path / "p").exists()

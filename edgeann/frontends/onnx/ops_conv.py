@@ -87,7 +87,7 @@ def read_conv(r, node, where):
         r.emit(layer)
         r.info(layer.name)
     except ValueError as e:
-        raise EdgeannError(f"{where}: {e}") from None
+        raise EdgeannError(f"{where}: {str(e).split(': ', 1)[-1]}") from None  # the node's IR name is where's
     out = node.output[0]
     r.alias[out] = layer.name
     r.cf.add(out)
@@ -119,7 +119,7 @@ def emit(r, node, where, cls, src, pool, stride):
         r.emit(layer)
         r.info(layer.name)
     except ValueError as e:
-        raise EdgeannError(f"{where}: {e}") from None
+        raise EdgeannError(f"{where}: {str(e).split(': ', 1)[-1]}") from None  # the node's IR name is where's
     r.alias[node.output[0]] = layer.name
     r.cf.add(node.output[0])
 
