@@ -9,7 +9,7 @@ import pytest
 
 from edgeann.cli import main
 from edgeann.pipeline import export_firmware
-from tests.frontends.conv_models import brevitas_cnn_export, keras_float_cnn
+from tests.frontends.conv_models import brevitas_cnn_export, float_pool_cnn, keras_float_cnn
 
 pytestmark = pytest.mark.csim
 
@@ -42,3 +42,13 @@ def test_keras_style_float_cnn_with_precision(tmp_path):
     assert json.loads((proj / "edgeann" / "source.json").read_text())["input_perm"] is None
     dist = v["distance_to_float_model"]
     assert dist["precision"] == "ap_fixed<16,6>" and 0 <= dist["max_abs_diff"] < 0.1
+
+
+def test_channels_first_float_cnn_with_precision(tmp_path):
+    """Conv (pads) -> Relu -> GlobalAveragePool -> Gemm, input (N, 2, 8, 8): the firmware reads (8, 8, 2), the
+    float model is fed the transposed vectors, also for the distance to the float model."""
+    src = float_pool_cnn(tmp_path / "m.onnx", "GlobalAveragePool")
+    proj, v = export_firmware(src, tmp_path / "p", precision="ap_fixed<16,6>", echo=lambda *a: None)
+    assert v["exact"] and v["exact_fraction"] == 1.0 and v["n_samples"] >= 10_000
+    assert json.loads((proj / "edgeann" / "source.json").read_text())["input_perm"] == [0, 3, 1, 2]
+    assert 0 <= v["distance_to_float_model"]["max_abs_diff"] < 0.1

@@ -113,3 +113,13 @@ def _pooled_shape(pool: str, attrs: dict) -> tuple[int, int]:
         return (1, 1)
     k, s, p = attrs["kernel_shape"], attrs.get("strides", [1, 1]), attrs.get("pads", [0] * 4)  # ONNX: stride 1 unless given
     return tuple((8 + p[i] + p[i + 2] - k[i]) // s[i] + 1 for i in range(2))
+
+
+def brevitas_cnn_qcdq_export(path: Path, **kw) -> Path:
+    """The same CNN exported as QuantizeLinear / DequantizeLinear (QCDQ)."""
+    import torch
+    from brevitas.export import export_onnx_qcdq
+
+    net, shape = brevitas_cnn(**kw)
+    export_onnx_qcdq(net, torch.randn(1, *shape), export_path=str(path), dynamo=False)
+    return path

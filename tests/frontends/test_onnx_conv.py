@@ -10,7 +10,7 @@ from edgeann.backends import onnx_qcdq
 from edgeann.cli import main
 from edgeann.export import run_qonnx
 from edgeann.frontends.onnx import parse_precision, read_foreign
-from tests.frontends.conv_models import brevitas_cnn_export, float_pool_cnn, keras_float_cnn
+from tests.frontends.conv_models import brevitas_cnn_export, brevitas_cnn_qcdq_export, float_pool_cnn, keras_float_cnn
 
 
 @pytest.mark.parametrize("kw, kinds", [
@@ -31,6 +31,15 @@ def test_brevitas_cnn_graph_equals_the_qonnx_executor(tmp_path, kw, kinds):
     else:
         assert sum(isinstance(n, ir.Add) for n in f.graph.nodes) == 1
     x = np.random.default_rng(1).normal(0, 2, (1000, *f.graph.input.shape)).astype(np.float32)
+    ref = run_qonnx(src, np.transpose(x, f.input_perm)).reshape(len(x), -1)
+    assert np.array_equal(f.graph.predict(x).reshape(len(x), -1), ref)
+
+
+def test_brevitas_qcdq_cnn_graph_equals_the_qonnx_executor(tmp_path):
+    src = brevitas_cnn_qcdq_export(tmp_path / "m.onnx", d=2)
+    f = read_foreign(src)
+    assert f.kind == "qcdq" and f.input_perm == (0, 3, 1, 2)
+    x = np.random.default_rng(2).normal(0, 2, (1000, 6, 6, 2)).astype(np.float32)
     ref = run_qonnx(src, np.transpose(x, f.input_perm)).reshape(len(x), -1)
     assert np.array_equal(f.graph.predict(x).reshape(len(x), -1), ref)
 
