@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto, helper
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
-from tests.frontends.foreign_models import _save
+from tests.frontends.foreign_models import QONNX_DOMAIN, _save
 
 
 def brevitas_cnn(d: int = 2, residual: bool = False, torch_seed: int = 0):
@@ -63,9 +64,11 @@ def brevitas_cnn_export(path: Path, **kw) -> Path:
     return path
 
 
-def keras_float_cnn(path: Path, d: int = 2, seed: int = 0, **conv_attrs) -> Path:
+def keras_float_cnn(path: Path, d: int = 2, seed: int = 0, quant_input: bool = False, **conv_attrs) -> Path:
     """A Keras-style float ONNX CNN: channels-last input (1, 6, 6, 2) (``d=2``) or (1, 8, 2), Transpose to
-    channels-first, Conv (+ bias) -> Relu, Transpose back, Flatten, Gemm. ``conv_attrs`` go on the Conv node."""
+    channels-first, Conv (+ bias) -> Relu, Transpose back, Flatten, Gemm. ``conv_attrs`` go on the Conv node.
+    ``quant_input``: a QONNX ``Quant`` (8 bits, scale 2**-4) reads the input before the Transpose, and every
+    constant is on a 2**-5 grid, so the model is a quantized one (as QKeras through qonnx looks)."""
     rng = np.random.default_rng(seed)
     spatial = (6, 6) if d == 2 else (8,)
     k = (3,) * d
@@ -79,14 +82,26 @@ def keras_float_cnn(path: Path, d: int = 2, seed: int = 0, **conv_attrs) -> Path
              "b": rng.normal(0, 0.1, 4).astype(np.float32),
              "fw": rng.normal(0, 0.3, (n_flat, 3)).astype(np.float32), "fb": rng.normal(0, 0.1, 3).astype(np.float32)}
     to_cf, to_cl = ([0, 3, 1, 2], [0, 2, 3, 1]) if d == 2 else ([0, 2, 1], [0, 2, 1])
-    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=to_cf, name="to_nchw"),
+    first = []
+    if quant_input:
+        inits = {k: np.clip(np.round(v * 32) / 32, -3.5, 3.5).astype(np.float32) for k, v in inits.items()}
+        inits.update(qs=np.float32(2.0**-4), qz=np.float32(0), qb=np.float32(8))
+        first = [helper.make_node("Quant", ["x", "qs", "qz", "qb"], ["xq"], domain=QONNX_DOMAIN, name="quant_in",
+                                  signed=1, narrow=0, rounding_mode="ROUND")]
+    nodes = [*first, helper.make_node("Transpose", ["xq" if quant_input else "x"], ["xt"], perm=to_cf, name="to_nchw"),
              helper.make_node("Conv", ["xt", "w", "b"], ["c"], name="conv", kernel_shape=list(k), **conv_attrs),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("Transpose", ["r"], ["rt"], perm=to_cl, name="to_nhwc"),
              helper.make_node("Flatten", ["rt"], ["f"], axis=1, name="flatten"),
              helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="dense")]
-    return _save(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *spatial, 2])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], path)
+    io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *spatial, 2])],
+          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    if not quant_input:
+        return _save(nodes, inits, *io, path)
+    graph = helper.make_graph(nodes, "keras_like", *io, [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)]),
+              str(path))
+    return path
 
 
 def float_pool_cnn(path: Path, pool: str = "AveragePool", seed: int = 0, **pool_attrs) -> Path:

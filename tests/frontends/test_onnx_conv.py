@@ -54,6 +54,15 @@ def test_keras_style_float_cnn_keeps_its_channels_last_input(tmp_path, d):
     assert np.abs(f.graph.predict(x) - onnx_qcdq.run_any(src, x)).max() < 0.05  # post-training fixed point
 
 
+def test_keras_style_quantized_input_before_the_transpose_stays_channels_last(tmp_path):
+    """A Quant on the input, then the Transpose to channels-first (QKeras through qonnx): no input permutation."""
+    src = keras_float_cnn(tmp_path / "k.onnx", d=2, quant_input=True)
+    f = read_foreign(src)
+    assert f.kind == "qonnx" and f.input_perm is None and f.graph.input.shape == (6, 6, 2)
+    x = np.random.default_rng(3).normal(0, 2, (1000, 6, 6, 2)).astype(np.float32)
+    assert np.array_equal(f.graph.predict(x).reshape(len(x), -1), run_qonnx(src, x).reshape(len(x), -1))
+
+
 @pytest.mark.parametrize("attrs, fragment", [
     (dict(group=2), "node conv (Conv): group 2 is not supported"),
     (dict(dilations=[2, 2]), "node conv (Conv): dilations [2, 2] is not supported"),

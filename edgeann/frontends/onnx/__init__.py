@@ -4,7 +4,10 @@ QONNX files from other tools (Brevitas/FINN, QKeras through qonnx, ...) carry ``
 ``BipolarQuant`` nodes. After qonnx's clean-up, the graph is walked once in topological order
 (:mod:`~edgeann.frontends.onnx.reader`), each op read by the function its ``ops_*`` module registers:
 constants are quantized where a ``Quant`` meets them, ``MatMul``/``Gemm`` (+ ``Add`` of a
-constant) become :class:`~edgeann.ir.Dense`, ``Relu`` followed by a ``Quant`` becomes
+constant) become :class:`~edgeann.ir.Dense`, ``Conv`` / ``MaxPool`` / ``AveragePool`` / ``GlobalAveragePool``
+their channels-last :mod:`~edgeann.ir.conv` counterparts (:mod:`~edgeann.frontends.onnx.ops_conv`; a channels-first
+input becomes a channels-last :class:`~edgeann.ir.Input` and :attr:`Foreign.input_perm` says how the original is fed),
+an ``Add`` of two activations :class:`~edgeann.ir.Add`, ``Relu`` followed by a ``Quant`` becomes
 :class:`~edgeann.ir.Relu`, and a ``Quant`` on a dynamic tensor becomes the graph
 :class:`~edgeann.ir.Input` or a :class:`~edgeann.ir.Quantize`.
 

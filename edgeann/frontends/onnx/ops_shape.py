@@ -1,5 +1,6 @@
 """Ops that only move values: ``Flatten``, ``Reshape``, ``Squeeze``, ``Unsqueeze``, ``Identity`` and (at inference)
-``Dropout`` of an already flat tensor."""
+``Dropout`` of an already flat tensor, and the flattening of a channels-first feature map (whose ONNX order the
+reader records in ``r.flat_perm`` for the Dense that reads it)."""
 
 from __future__ import annotations
 

@@ -128,8 +128,13 @@ class Reader:
         exports are): the firmware reads it channels-last, (*spatial, C)."""
         convs = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool"}
         nodes = self.model.graph.node
-        return (len(self.in_shape) in (2, 3) and any(n.op_type in convs for n in nodes)
-                and not any(n.op_type == "Transpose" and n.input[0] == self.graph_input for n in nodes))
+        if len(self.in_shape) not in (2, 3) or not any(n.op_type in convs for n in nodes):
+            return False
+        inputs = {self.graph_input}  # the input and its quantized copies (a Quant may come before the Transpose)
+        for n in nodes:
+            if n.op_type in ELEMENTWISE and n.input and n.input[0] in inputs:
+                inputs.add(n.output[0])
+        return not any(n.op_type == "Transpose" and n.input[0] in inputs for n in nodes)
 
     def unique(self, base: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_]", "_", base).strip("_") or "layer"
