@@ -196,13 +196,26 @@ def _references(project: Path, kind: str, decode=None) -> dict:
     session = onnx_qcdq.session(data / "reference.onnx")
     ort = ("onnxruntime on model.onnx (QCDQ)", lambda x: onnx_qcdq.run(session, x))
     codes = decode or (lambda y: y)
+    model_x = lambda x: model_layout(data, x)  # noqa: E731
     if kind == "qonnx":
-        return dict([("qonnx executor on the QONNX model", lambda x: codes(run_qonnx(data / "source.onnx", x))), ort])
+        return dict([("qonnx executor on the QONNX model",
+                      lambda x: codes(run_qonnx(data / "source.onnx", model_x(x)))), ort])
     if kind == "qcdq":
-        return dict([("qonnx executor on the original QCDQ model", lambda x: codes(run_qonnx(data / "source.onnx", x))),
+        return dict([("qonnx executor on the original QCDQ model",
+                      lambda x: codes(run_qonnx(data / "source.onnx", model_x(x)))),
                      ("onnxruntime (graph optimizations off) on the original QCDQ model",
-                      lambda x: codes(run_all(data / "source.onnx", x, qonnx=False)[0])), ort])
+                      lambda x: codes(run_all(data / "source.onnx", model_x(x), qonnx=False)[0])), ort])
     return dict([ort])
+
+
+def model_layout(data: Path, x: np.ndarray) -> np.ndarray:
+    """The firmware's (channels-last) inputs ``x`` in the original model's layout: transposed by the ``input_perm``
+    that ``source.json`` records for a channels-first convolutional model, else as they are."""
+    try:
+        perm = json.loads((data / "source.json").read_text()).get("input_perm")
+    except (OSError, ValueError):
+        perm = None
+    return np.ascontiguousarray(np.transpose(x, perm)) if perm else x
 
 
 def _output_scale(project: Path) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -499,7 +512,8 @@ def _write_project_data(project: Path, graph, source: Path, kind: str, precision
                                                        else np.ravel(foreign.output_scale).tolist()),
                                       "output_offset": (None if foreign is None or foreign.output_offset is None
                                                         else np.ravel(foreign.output_offset).tolist()),
-                                      "output_lsb": graph.infos()[graph.outputs[0]].type.scale})
+                                      "output_lsb": graph.infos()[graph.outputs[0]].type.scale,
+                                      "input_perm": list(foreign.input_perm) if foreign is not None and foreign.input_perm else None})
     return x, desc, data_x, labels
 
 
@@ -526,7 +540,7 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     if kind == "float":
         # what post-training fixed point costs, on typical (standardized) inputs
         xs = np.random.default_rng(0).standard_normal((2000, *graph.input.shape)).astype(np.float32)
-        original = onnx_qcdq.run_any(data / "source.onnx", xs).reshape(len(xs), -1)
+        original = onnx_qcdq.run_any(data / "source.onnx", model_layout(data, xs)).reshape(len(xs), -1)
         fixed = onnx_qcdq.run(data / "reference.onnx", xs).reshape(len(xs), -1)
         diff = np.abs(original - fixed)
         result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
@@ -567,7 +581,7 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
     if kind == "qcdq":
         from edgeann.backends import onnx_qcdq
 
-        optimized = onnx_qcdq.run_any(data / "source.onnx", x).reshape(len(x), -1)
+        optimized = onnx_qcdq.run_any(data / "source.onnx", model_layout(data, x)).reshape(len(x), -1)
         result["onnxruntime_default_session"] = {
             "exact_fraction_vs_firmware": float(np.mean(optimized == firmware)),
             "note": "onnxruntime's default graph optimizations fuse QuantizeLinear/DequantizeLinear pairs into integer "
@@ -580,7 +594,7 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
         return
     head = foreign.head
     against = ("qonnx executor" if kind == "qonnx" else "onnxruntime (graph optimizations off)") + " on the full original model"
-    full = full_classes(run_all(data / FULL_SOURCE, x, qonnx=kind == "qonnx"), head)
+    full = full_classes(run_all(data / FULL_SOURCE, model_layout(data, x), qonnx=kind == "qonnx"), head)
     result["class_agreement"] = agreement = class_agreement(full, firmware, head, against)
     result["summary"] += (f"; {head.describe()}: the firmware's class (argmax) equals the full model's on "
                           f"{100 * agreement['fraction']:.3f}% of {agreement['n_samples']} vectors")

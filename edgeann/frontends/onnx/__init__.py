@@ -4,7 +4,10 @@ QONNX files from other tools (Brevitas/FINN, QKeras through qonnx, ...) carry ``
 ``BipolarQuant`` nodes. After qonnx's clean-up, the graph is walked once in topological order
 (:mod:`~edgeann.frontends.onnx.reader`), each op read by the function its ``ops_*`` module registers:
 constants are quantized where a ``Quant`` meets them, ``MatMul``/``Gemm`` (+ ``Add`` of a
-constant) become :class:`~edgeann.ir.Dense`, ``Relu`` followed by a ``Quant`` becomes
+constant) become :class:`~edgeann.ir.Dense`, ``Conv`` / ``MaxPool`` / ``AveragePool`` / ``GlobalAveragePool``
+their channels-last :mod:`~edgeann.ir.conv` counterparts (:mod:`~edgeann.frontends.onnx.ops_conv`; a channels-first
+input becomes a channels-last :class:`~edgeann.ir.Input` and :attr:`Foreign.input_perm` says how the original is fed),
+an ``Add`` of two activations :class:`~edgeann.ir.Add`, ``Relu`` followed by a ``Quant`` becomes
 :class:`~edgeann.ir.Relu`, and a ``Quant`` on a dynamic tensor becomes the graph
 :class:`~edgeann.ir.Input` or a :class:`~edgeann.ir.Quantize`.
 
@@ -25,7 +28,7 @@ import numpy as np
 import onnx
 
 from edgeann import ir
-from edgeann.frontends.onnx import ops_quant, ops_qcdq, ops_dense, ops_shape, ops_requant  # noqa: F401, I001  (they register their ops)
+from edgeann.frontends.onnx import ops_quant, ops_qcdq, ops_dense, ops_shape, ops_requant, ops_conv  # noqa: F401, I001  (they register their ops)
 from edgeann.frontends.onnx.heads import Head, cut_head
 from edgeann.frontends.onnx.reader import OPS, QUANTIZERS, clean, exact_fixed, load_onnx, parse_precision, quantize_const, read
 
@@ -56,6 +59,7 @@ class Foreign:
     input_on_grid: bool = False  # the input type was named (--input-precision): verify only on its grid
     output_scale: np.ndarray | None = None  # the output codes' float scale where it is no power of two
     output_offset: np.ndarray | None = None  # a trailing affine float chain's offset: value = code * scale + offset
+    input_perm: tuple[int, ...] | None = None  # axes taking the firmware's channels-last inputs into the model's layout
 
 
 def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | None = None,
@@ -68,10 +72,11 @@ def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | 
     reference, head = cut_head(model)
     if input_precision is None and precision is None and model_kind(reference) != "float":
         input_precision = annotated_input_type(reference)
+    layout: dict = {}
     graph, output_scale, output_offset = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0],
-                                              precision, input_precision)
+                                              precision, input_precision, layout)
     return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None, output_scale,
-                   output_offset)
+                   output_offset, layout["input_perm"])
 
 
 def annotated_input_type(model: onnx.ModelProto) -> ir.FixedType | None:

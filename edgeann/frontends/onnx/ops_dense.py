@@ -14,9 +14,9 @@ from edgeann.frontends.onnx import ops_requant
 from edgeann.frontends.onnx.reader import Const, attributes, exact_fixed, op, quantize_const
 
 
-def weights(r, tensor: str, where: str, transpose: bool) -> tuple[np.ndarray, ir.FixedType, np.ndarray | None]:
-    """The integer weight matrix (n_out, n_in), its type and, where the quantizer's scale is no power of two (or per
-    output), the float scale of each output's weights."""
+def typed_weight(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
+    """A weight's integer codes and type: as a quantizer typed it, rounded to ``--precision`` (post-training), or
+    exactly where the float values are short fixed-point numbers."""
     c = r.const(tensor, where)
     if c.ints is None:
         if r.precision is not None:
@@ -25,17 +25,25 @@ def weights(r, tensor: str, where: str, transpose: bool) -> tuple[np.ndarray, ir
         else:
             ints, t = exact_fixed(c.values, where, max_bits=8)
             c = Const(c.values, ints, t)
-    if c.ints.ndim != 2:
-        raise EdgeannError(f"{where}: weight {tensor} has shape {c.ints.shape}; only 2-d MatMul/Gemm weights are supported")
+    return c.ints, c.type
+
+
+def weights(r, tensor: str, where: str, transpose: bool) -> tuple[np.ndarray, ir.FixedType, np.ndarray | None]:
+    """The integer weight matrix (n_out, n_in), its type and, where the quantizer's scale is no power of two (or per
+    output), the float scale of each output's weights."""
+    ints, t = typed_weight(r, tensor, where)
+    if ints.ndim != 2:
+        raise EdgeannError(f"{where}: weight {tensor} has shape {ints.shape}; only 2-d MatMul/Gemm weights are supported")
     scale = None
+    c = r.consts[tensor]
     if c.scale is not None:
-        s = np.broadcast_to(np.asarray(c.scale, np.float64), c.ints.shape)
+        s = np.broadcast_to(np.asarray(c.scale, np.float64), ints.shape)
         s = s.T if transpose else s
         if np.any(s != s[:, :1]):
             raise EdgeannError(f"{where}: weight scales of {tensor} vary along the input axis; only one scale per "
                                "output (or per tensor) can be factored out of the product")
         scale = np.ascontiguousarray(s[:, 0])
-    return (c.ints.T if transpose else c.ints), c.type, scale
+    return (ints.T if transpose else ints), t, scale
 
 
 def bias(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
@@ -52,6 +60,11 @@ def bias(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
 def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | None):
     src = r.dynamic(x, where)
     weight, wt, w_scale = weights(r, w, where, transpose_w)  # (n_out, n_in)
+    perm = r.flat_perm.get(x)
+    if perm is not None and len(perm) == weight.shape[1]:  # a channels-first flatten: IR position perm[i] is ONNX's i
+        permuted = np.empty_like(weight)
+        permuted[:, perm] = weight
+        weight = permuted
     x_scale = r.scales.get(src)
     if x_scale is not None or w_scale is not None:
         return _float_scaled_dense(r, node, where, src, weight, wt, x_scale, w_scale, bias_tensor)
@@ -148,18 +161,47 @@ def read_gemm(r, node, where):
 @op("Add")
 def read_add(r, node, where):
     a, b = node.input
+    if a not in r.consts and b not in r.consts:
+        residual(r, node, where, a, b)
+        return
     dyn, const = (a, b) if b in r.consts else (b, a)
     if const in r.consts and ops_requant.needs_chain(r, node) and not (dyn in r.dense_out and dyn not in r.chains
                                                                        and not ops_requant.float_scaled(r, dyn)):
         ops_requant.extend(r, node, where)
         return
     if const not in r.consts or dyn not in r.dense_out:
-        raise EdgeannError(f"{where}: Add is only supported as the bias of a MatMul (constant + MatMul output)")
+        raise EdgeannError(f"{where}: Add of a constant is only supported as the bias of a MatMul or Conv (constant + "
+                           "MatMul/Conv output)")
     layer = r.dense_out.pop(dyn)
+    if isinstance(layer, ir.Conv):
+        shape = tuple(np.shape(r.consts[const].values))
+        d, c = len(layer.kernel), layer.n_out
+        if shape not in ((c,) + (1,) * d, (1, c) + (1,) * d) and int(np.prod(shape)) != 1:
+            raise EdgeannError(f"{where}: a constant of shape {shape} added to a convolution's output is not a "
+                               f"per-channel bias (shape ({c}, {', '.join(['1'] * d)}))")
     layer.bias, layer.bias_type = bias(r, const, where)
     if layer.bias.size == 1:
         layer.bias = np.full(layer.n_out, layer.bias[0], np.int64)
     r.alias[node.output[0]] = r.alias[dyn]
+    if dyn in r.cf:
+        r.cf.add(node.output[0])
+
+
+def residual(r, node, where, a: str, b: str):
+    """The sum of two activations (a residual connection): exact, on the finer of the two grids."""
+    if (a in r.cf) != (b in r.cf) or not np.array_equal(r.flat_perm.get(a, []), r.flat_perm.get(b, [])):
+        raise EdgeannError(f"{where}: adds tensors of different layouts; only activations of one shape are supported")
+    srcs = [r.dynamic(a, where), r.dynamic(b, where)]
+    shapes = [r.info(s).shape for s in srcs]
+    if shapes[0] != shapes[1]:
+        raise EdgeannError(f"{where}: adds tensors of shapes {shapes[0]} and {shapes[1]}; broadcasting is not supported")
+    r.alias[node.output[0]] = r.emit(ir.Add(r.unique(node.name or "add"), srcs))
+    if a in r.cf:
+        r.cf.add(node.output[0])
+    if a in r.flat_perm:
+        r.flat_perm[node.output[0]] = r.flat_perm[a]
+    if r.precision is not None:
+        r.raw_acc.add(r.alias[node.output[0]])
 
 
 @op("Relu")

@@ -1,5 +1,6 @@
 """Ops that only move values: ``Flatten``, ``Reshape``, ``Squeeze``, ``Unsqueeze``, ``Identity`` and (at inference)
-``Dropout`` of an already flat tensor."""
+``Dropout`` of an already flat tensor, and the flattening of a channels-first feature map (whose ONNX order the
+reader records in ``r.flat_perm`` for the Dense that reads it)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ def read_passthrough(r, node, where):
         raise EdgeannError(f"{where}: {node.op_type} inside a float chain before its quantizer is not supported")
     if x in r.pending:  # a quantizer being read (ops_qcdq): its shape does not matter
         r.pending[node.output[0]] = r.pending[x]
+        return
+    if x in r.cf:  # channels-first in ONNX, channels-last in the graph: the flat orders differ
+        src = r.dynamic(x, where)
+        flat = _flat(r, src, node)
+        r.alias[node.output[0]] = flat
+        spatial, c = r.info(src).shape[:-1], r.info(src).shape[-1]
+        if int(np.prod(spatial)) > 1 and c > 1:  # ONNX's flat position i holds the IR's flat position perm[i]
+            d = len(spatial)
+            r.flat_perm[node.output[0]] = np.arange(int(np.prod(spatial)) * c).reshape(*spatial, c).transpose(d, *range(d)).ravel()
         return
     if x in r.relu_of:  # ReLU and flattening commute
         r.relu_of[node.output[0]] = _flat(r, r.relu_of.pop(x), node)

@@ -115,6 +115,9 @@ class Reader:
         self.pending: dict = {}  # onnx tensor -> a quantizer spread over several nodes, not yet emitted (ops_qcdq)
         self.chains: dict = {}  # onnx tensor -> float elementwise ops on an integer tensor, not yet requantized (ops_requant)
         self.scales: dict[str, np.ndarray] = {}  # IR tensor -> its codes' float scale where it is no power of two
+        self.cf: set[str] = set()  # onnx tensors that are channels-first (N, C, ...) while their IR tensor is channels-last
+        self.flat_perm: dict[str, np.ndarray] = {}  # flattened channels-first onnx tensor -> IR position of each value
+        self.input_perm: tuple[int, ...] | None = None  # firmware-layout input -> the model's layout (channels-first)
         self.shape: dict[str, tuple] = {}
         for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
             dims = vi.type.tensor_type.shape.dim
@@ -127,6 +130,24 @@ class Reader:
         self.in_shape = tuple(self.shape[self.graph_input][1:])
         if any(d is None for d in self.in_shape):
             raise EdgeannError(f"input {self.graph_input}: per-sample shape {self.in_shape} is not fully known")
+        if self.channels_first_input():
+            d = len(self.in_shape) - 1
+            self.cf.add(self.graph_input)
+            self.in_shape = (*self.in_shape[1:], self.in_shape[0])
+            self.input_perm = (0, d + 1, *range(1, d + 1))
+
+    def channels_first_input(self) -> bool:
+        """A convolutional model whose (N, C, *spatial) input is not first transposed to channels-last (Keras-style
+        exports are): the firmware reads it channels-last, (*spatial, C)."""
+        convs = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool"}
+        nodes = self.model.graph.node
+        if len(self.in_shape) not in (2, 3) or not any(n.op_type in convs for n in nodes):
+            return False
+        inputs = {self.graph_input}  # the input and its quantized copies (a Quant may come before the Transpose)
+        for n in nodes:
+            if n.op_type in ELEMENTWISE and n.input and n.input[0] in inputs:
+                inputs.add(n.output[0])
+        return not any(n.op_type == "Transpose" and n.input[0] in inputs for n in nodes)
 
     def unique(self, base: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_]", "_", base).strip("_") or "layer"
@@ -196,6 +217,9 @@ class Reader:
 
     def finish(self) -> ir.Graph:
         out = self.model.graph.output[0].name
+        if out in self.flat_perm or (out in self.cf and int(np.prod(self.shape.get(out, (0, 0))[2:] or (1,))) > 1):
+            raise EdgeannError(f"output {out}: a channels-first feature map is not supported as the model's output; end "
+                               "the model with Flatten and a Gemm/MatMul")
         if out in self.chains:
             from edgeann.frontends.onnx.ops_requant import end_trailing
 
@@ -278,12 +302,18 @@ def fold(r: Reader, node: onnx.NodeProto, where: str) -> None:
         r.consts[o] = Const(np.asarray(values[k]), *((np.asarray(ints).astype(np.int64), first.type) if k == 0 and ints is not None else ()))
 
 
+ELEMENTWISE = ("Quant", "Relu", "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear")  # keep their input's layout
+
+
 def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
-         input_precision: ir.FixedType | None = None) -> tuple[ir.Graph, np.ndarray | None, np.ndarray | None]:
+         input_precision: ir.FixedType | None = None, layout: dict | None = None
+         ) -> tuple[ir.Graph, np.ndarray | None, np.ndarray | None]:
     """Walk a cleaned-up model node by node into the fixed-point graph. ``input_precision`` types an input that
     enters a quantized model unquantized (QKeras exports). Returns the graph and, where the output's codes have a
     scale that is no power of two, that scale, and where a trailing affine float chain was left to the reference, its
-    offset (value = code * scale + offset, per output or one for all)."""
+    offset (value = code * scale + offset, per output or one for all). ``layout``, where given, receives
+    ``input_perm``: the axes that take the firmware's (channels-last) inputs into the model's layout, or None where
+    they agree."""
     reader = Reader(model, name, precision, input_precision)
     if input_precision is not None and not reader.quantized:
         raise EdgeannError("--input-precision is for quantized models whose input is not quantized; a float model "
@@ -301,5 +331,11 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
             kind = "QONNX" if node.op_type in ("Quant", "BipolarQuant") else "QCDQ"
             raise EdgeannError(f"{where}: the model is already quantized ({kind}); drop --precision")
         fn(reader, node, where)
+        if node.op_type in ELEMENTWISE and node.input[0] in reader.cf:
+            reader.cf.add(node.output[0])
+        if node.op_type in ELEMENTWISE and node.input[0] in reader.flat_perm:
+            reader.flat_perm[node.output[0]] = reader.flat_perm[node.input[0]]
     graph = reader.finish()
+    if layout is not None:
+        layout["input_perm"] = reader.input_perm
     return graph, reader.output_scale, reader.output_offset
