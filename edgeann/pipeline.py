@@ -609,8 +609,11 @@ def _firmware_input(graph, source: Path, kind: str, data: Path) -> dict:
     rounding = getattr(graph.input, "rounding", "floor")
     port = sat(graph.input.type, rounding)
     if kind != "run":
+        perm = json.loads((data / "source.json").read_text()).get("input_perm")
+        layout = (f", read channels-last {tuple(graph.input.shape)} (the model's channels-first input transposed by "
+                  f"{tuple(perm)})") if perm else ""
         return {"type": port, "firmware_input": f"the model's own input, {'floored' if rounding == 'floor' else 'rounded'}"
-                f" and saturated onto {port}", "scaling_header": None,
+                f" and saturated onto {port}{layout}", "scaling_header": None,
                 "reason": "a foreign ONNX model has no scaler: no standardization header"}
     if not (source / "scaler.json").is_file():
         return {"type": port, "firmware_input": f"standardized features, then {port}", "scaling_header": None,

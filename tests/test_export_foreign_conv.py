@@ -24,6 +24,8 @@ def test_brevitas_qonnx_cnn_is_bit_exact_and_verify_reuses_the_layout(tmp_path):
     proj, v = export_firmware(src, tmp_path / "p", echo=lambda *a: None)
     _exact(v, "qonnx executor on the QONNX model")
     assert json.loads((proj / "edgeann" / "source.json").read_text())["input_perm"] == [0, 3, 1, 2]
+    firmware_input = json.loads((proj / "report.json").read_text())["input"]["firmware_input"]
+    assert "read channels-last (6, 6, 2) (the model's channels-first input transposed by (0, 3, 1, 2))" in firmware_input
     assert main(["verify", str(proj)]) == 0
     assert json.loads((proj / "verification.verify.json").read_text())["exact"]
 
