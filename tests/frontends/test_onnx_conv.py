@@ -66,7 +66,6 @@ def test_keras_style_quantized_input_before_the_transpose_stays_channels_last(tm
 @pytest.mark.parametrize("attrs, fragment", [
     (dict(group=2), "node conv (Conv): group 2 is not supported"),
     (dict(dilations=[2, 2]), "node conv (Conv): dilations [2, 2] is not supported"),
-    (dict(auto_pad="SAME_UPPER"), "node conv (Conv): auto_pad SAME_UPPER is not supported"),
 ])
 def test_conv_refusals_name_the_node_in_one_line(tmp_path, capsys, attrs, fragment):
     src = keras_float_cnn(tmp_path / "m.onnx", **attrs)
@@ -75,11 +74,13 @@ def test_conv_refusals_name_the_node_in_one_line(tmp_path, capsys, attrs, fragme
     assert fragment in err and "\n" not in err and not (tmp_path / "p").exists()
 
 
-def test_explicit_pads_follow_the_same_padding_refusal(tmp_path):
-    """The advice of the auto_pad refusal works: the same convolution with explicit pads is read."""
+def test_same_auto_padding_is_made_explicit(tmp_path):
+    """auto_pad SAME_UPPER (the ONNX model zoo's MNIST, Keras 'same'): the same graph as explicit pads."""
+    same = read_foreign(keras_float_cnn(tmp_path / "s.onnx", auto_pad="SAME_UPPER"), parse_precision("ap_fixed<16,6>"))
     src = keras_float_cnn(tmp_path / "m.onnx", pads=[1, 1, 1, 1])
     f = read_foreign(src, parse_precision("ap_fixed<16,6>"))
     x = np.random.default_rng(0).normal(0, 1, (200, *f.graph.input.shape)).astype(np.float32)
+    assert np.array_equal(same.graph.predict(x), f.graph.predict(x))
     assert np.abs(f.graph.predict(x) - onnx_qcdq.run_any(src, x)).max() < 0.05
 
 

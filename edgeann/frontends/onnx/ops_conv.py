@@ -52,12 +52,22 @@ def _ones(attrs: dict, key: str, d: int, where: str, reason: str) -> None:
         raise EdgeannError(f"{where}: {key} {list(attrs[key])} is not supported ({reason})")
 
 
-def _pads(attrs: dict, d: int, where: str) -> tuple[int, ...]:
-    """ONNX pads (all begins, then all ends) -> the IR's (before, after) per axis; SAME_* auto-padding refused."""
+def _pads(attrs: dict, d: int, where: str, spatial: tuple[int, ...] = (), kernel: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """ONNX pads (all begins, then all ends) -> the IR's (before, after) per axis. ``SAME_UPPER`` / ``SAME_LOWER``
+    auto-padding is made explicit from the input extent ``spatial``, the ``kernel`` and the strides, as the ONNX
+    standard defines it (output extent ceil(n / stride); an odd total puts the extra row after, or before)."""
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto in ("SAME_UPPER", "SAME_LOWER") and spatial and kernel:
+        strides = list(attrs.get("strides", [1] * d))
+        out = []
+        for n, k, st in zip(spatial, kernel, strides):
+            total = max((-(-n // st) - 1) * st + k - n, 0)
+            small = total // 2
+            out += [small, total - small] if auto == "SAME_UPPER" else [total - small, small]
+        return tuple(out)
     if auto not in ("NOTSET", "VALID"):
-        raise EdgeannError(f"{where}: auto_pad {auto} is not supported; export with explicit pads (auto_pad NOTSET)")
+        raise EdgeannError(f"{where}: auto_pad {auto} is not supported here; export with explicit pads (auto_pad NOTSET)")
     p = list(attrs.get("pads", [0] * 2 * d)) if auto == "NOTSET" else [0] * 2 * d
     return tuple(v for i in range(d) for v in (p[i], p[i + d]))
 
@@ -87,7 +97,8 @@ def read_conv(r, node, where):
         b, bt = np.zeros(w.shape[0], np.int64), ir.FixedType(2, x.type.frac + wt.frac)
     try:
         layer = ir.Conv(r.unique(node.name or "conv"), [src], weight=weight, weight_type=wt, bias=b, bias_type=bt,
-                        stride=tuple(attrs.get("strides", [1] * d)), pads=_pads(attrs, d, where))
+                        stride=tuple(attrs.get("strides", [1] * d)),
+                        pads=_pads(attrs, d, where, tuple(x.shape[:-1]), tuple(w.shape[2:])))
         r.emit(layer)
         r.info(layer.name)
     except ValueError as e:
