@@ -4,7 +4,8 @@ each with the export command that ends bit-exact against the original (the READM
 They are built here rather than downloaded (the machines that run edgeann need not reach the internet), in the
 shapes the exporters write: a QKeras model through qonnx (``Quant`` weights, unquantized input, ``Softmax``), Brevitas
 ``export_qonnx`` with learned float scales, batch norm and ``2x - 1`` input normalization, a FINN-style binarized
-network (bipolar weights, sign activations, a zero point), and a FINN-streamlined graph of ``MultiThreshold`` nodes.
+network (bipolar weights, sign activations, a zero point), a FINN-streamlined graph of ``MultiThreshold`` nodes, and
+a float Keras CNN as tf2onnx writes it.
 The tests build the same models (``tests/frontends/foreign_models.py``).
 """
 
@@ -167,6 +168,35 @@ def finn_multithreshold_mlp(path: Path, n_in: int = 6, n_hidden: int = 10, n_out
     return path
 
 
+def keras_float_cnn(path: Path, seed: int = 5) -> Path:
+    """A float CNN as tf2onnx writes a Keras model: channels-last input (1, 8, 8, 2), ``Transpose`` to channels-first,
+    ``Conv`` 3x3 with ``auto_pad=SAME_UPPER`` (Keras ``padding='same'``) -> ``Relu`` -> ``MaxPool`` 2x2 -> ``Conv``
+    3x3 -> ``Relu``, ``Transpose`` back, ``Flatten``, ``Gemm``, ``Softmax``: a float model for ``--precision``."""
+    rng = np.random.default_rng(seed)
+    inits = {"w1": rng.normal(0, 0.4, (4, 2, 3, 3)).astype(np.float32), "b1": rng.normal(0, 0.1, 4).astype(np.float32),
+             "w2": rng.normal(0, 0.3, (6, 4, 3, 3)).astype(np.float32), "b2": rng.normal(0, 0.1, 6).astype(np.float32),
+             "fw": rng.normal(0, 0.3, (2 * 2 * 6, 5)).astype(np.float32), "fb": rng.normal(0, 0.1, 5).astype(np.float32)}
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2], name="to_nchw"),
+        helper.make_node("Conv", ["xt", "w1", "b1"], ["c1"], kernel_shape=[3, 3], auto_pad="SAME_UPPER", name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Transpose", ["r2"], ["r2t"], perm=[0, 2, 3, 1], name="to_nhwc"),
+        helper.make_node("Flatten", ["r2t"], ["f"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], name="dense"),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="softmax"),
+    ]
+    graph = helper.make_graph(nodes, "keras_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 @dataclass(frozen=True)
 class Example:
     file: str
@@ -185,6 +215,8 @@ EXAMPLES = (
     Example("finn_binary.onnx", "FINN-style binarized MLP: bipolar weights and activations, zero point",
             ("--input-precision", "'ap_fixed<10,4>'")),
     Example("finn_thresholds.onnx", "FINN-streamlined graph: MultiThreshold activations", ()),
+    Example("keras_cnn.onnx", "float Keras-style CNN (tf2onnx): Transpose, SAME Conv, MaxPool, Softmax",
+            ("--precision", "'ap_fixed<16,6>'")),
 )
 
 
@@ -207,4 +239,6 @@ def _write(example: Example, path: Path) -> Path:
         return brevitas_qonnx(brevitas_float_scaled_mlp(), path, 10)
     if example.file == "finn_binary.onnx":
         return brevitas_qonnx(brevitas_binary_mlp(), path, 8)
+    if example.file == "keras_cnn.onnx":
+        return keras_float_cnn(path)
     return finn_multithreshold_mlp(path)

@@ -160,7 +160,8 @@ def test_examples_writes_the_foreign_models_and_keeps_existing_ones(tmp_path, ca
     assert main(["examples", str(tmp_path / "ex")]) == 0
     out = capsys.readouterr().out
     files = sorted(p.name for p in (tmp_path / "ex").iterdir())
-    assert files == ["brevitas_float_scales.onnx", "finn_binary.onnx", "finn_thresholds.onnx", "qkeras_mlp.onnx"]
+    assert files == ["brevitas_float_scales.onnx", "finn_binary.onnx", "finn_thresholds.onnx", "keras_cnn.onnx",
+                     "qkeras_mlp.onnx"]
     assert f"edgeann export {tmp_path / 'ex' / 'qkeras_mlp.onnx'} --fpga --input-precision 'ap_fixed<8,3>'" in out
     before = (tmp_path / "ex" / "qkeras_mlp.onnx").read_bytes()
     assert main(["examples", str(tmp_path / "ex")]) == 2

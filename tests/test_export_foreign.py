@@ -177,3 +177,18 @@ def test_threshold_layers_refuse_io_stream_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "io_stream firmware does not support edgeann's threshold layer" in err and "use io_parallel" in err
     assert "\n" not in err and not (tmp_path / "p").exists()
+
+
+def test_keras_style_float_cnn_example_is_bit_exact_with_its_distance_to_the_float_model(tmp_path):
+    """`edgeann examples`' float Keras CNN (tf2onnx shape: Transpose, SAME Conv, MaxPool, Softmax) with --precision:
+    the firmware equals the fixed-point reference, and its distance and class agreement to the float original are
+    reported on standard-normal inputs."""
+    from edgeann.examples import keras_float_cnn
+
+    proj, v = export_firmware(keras_float_cnn(tmp_path / "k.onnx"), tmp_path / "p", echo=lambda *a: None,
+                              precision="ap_fixed<16,6>")
+    assert v["exact"] and v["exact_fraction"] == 1.0 and v["n_samples"] >= 10_000
+    d = v["distance_to_float_model"]
+    assert d["max_abs_diff"] < 0.1 and d["class_agreement"] >= 0.99 and "the same class on" in v["summary"]
+    assert v["class_agreement"]["head"] == ["Softmax"]
+    assert [n.op for n in ir.Graph.load(proj / "edgeann" / "graph.npz").nodes].count("Conv") == 2
