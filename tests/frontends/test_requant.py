@@ -233,3 +233,34 @@ def test_a_trailing_affine_float_chain_ends_at_the_accumulator_with_its_scale_an
 def test_a_trailing_float_chain_that_is_not_affine_is_refused(tmp_path):
     with pytest.raises(EdgeannError, match=r"float arithmetic \(Mul, Add, Relu\).*without a quantizer"):
         read_foreign(_trailing(tmp_path, relu=True))
+
+
+def test_brevitas_cnn_with_batchnorm2d_between_conv_and_relu_quantizer(tmp_path):
+    """QuantConv2d -> BatchNorm2d -> QuantReLU (power-of-two quantizers): the batch norm and the quantizer become
+    one per-channel Threshold on the channels-last convolution output; equal to qonnx's executor."""
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int16Bias,
+                                Uint8ActPerTensorFixedPoint)
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, bias=False, weight_quant=Int8WeightPerTensorFixedPoint),
+        torch.nn.BatchNorm2d(4),
+        qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        qnn.QuantLinear(36, 3, bias=True, weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int16Bias))
+    net.train()
+    with torch.no_grad():
+        for _ in range(5):
+            net(torch.randn(32, 2, 8, 8))
+    from brevitas.export import export_qonnx
+
+    export_qonnx(net.eval(), torch.randn(1, 2, 8, 8), export_path=str(tmp_path / "c.onnx"), dynamo=False)
+    f = read_foreign(tmp_path / "c.onnx")
+    assert [n.op for n in f.graph.nodes] == ["Input", "Conv", "Threshold", "MaxPool", "Flatten", "Dense"]
+    t = f.graph.input.type
+    x = (np.random.default_rng(0).integers(t.int_min, t.int_max + 1, (3000, 8, 8, 2)) * t.scale).astype(np.float32)
+    ref = run_qonnx(tmp_path / "c.onnx", np.transpose(x, f.input_perm)).reshape(len(x), -1)
+    assert np.array_equal(f.graph.predict(x).reshape(len(x), -1), ref)

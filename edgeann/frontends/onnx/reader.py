@@ -302,7 +302,9 @@ def fold(r: Reader, node: onnx.NodeProto, where: str) -> None:
         r.consts[o] = Const(np.asarray(values[k]), *((np.asarray(ints).astype(np.int64), first.type) if k == 0 and ints is not None else ()))
 
 
-ELEMENTWISE = ("Quant", "Relu", "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear")  # keep their input's layout
+# elementwise ops (with constants for their other operands): they keep their dynamic input's layout
+ELEMENTWISE = ("Quant", "Relu", "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear", "BipolarQuant",
+               "MultiThreshold", "BatchNormalization", "Mul", "Div", "Add", "Sub", "Neg", "Clip", "Cast")
 
 
 def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
@@ -331,10 +333,11 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
             kind = "QONNX" if node.op_type in ("Quant", "BipolarQuant") else "QCDQ"
             raise EdgeannError(f"{where}: the model is already quantized ({kind}); drop --precision")
         fn(reader, node, where)
-        if node.op_type in ELEMENTWISE and node.input[0] in reader.cf:
+        dynamic = [i for i in node.input if i and i not in reader.consts]
+        if node.op_type in ELEMENTWISE and len(dynamic) == 1 and dynamic[0] in reader.cf:
             reader.cf.add(node.output[0])
-        if node.op_type in ELEMENTWISE and node.input[0] in reader.flat_perm:
-            reader.flat_perm[node.output[0]] = reader.flat_perm[node.input[0]]
+        if node.op_type in ELEMENTWISE and len(dynamic) == 1 and dynamic[0] in reader.flat_perm:
+            reader.flat_perm[node.output[0]] = reader.flat_perm[dynamic[0]]
     graph = reader.finish()
     if layout is not None:
         layout["input_perm"] = reader.input_perm
