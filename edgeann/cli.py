@@ -315,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     warnings.filterwarnings("ignore")
     try:
-        app.main(args=argv, prog_name="edgeann", standalone_mode=False)
+        # without standalone mode click returns a command's click.exceptions.Exit code (e.g. 1 for a firmware that
+        # is not bit-exact) instead of raising it
+        status = app.main(args=argv, prog_name="edgeann", standalone_mode=False)
+        if isinstance(status, int) and status:
+            return status
     except EdgeannError as e:
         click.echo(f"edgeann: error: {e}", err=True)
         return e.exit_code

@@ -174,3 +174,14 @@ def test_model_onnx_round_trip_over_random_graphs(tmp_path, rounding):
         x = testing.random_inputs(graph, rng, 500).astype(np.float32)
         assert np.array_equal(back.predict(x), graph.predict(x)), k
         assert np.array_equal(back.predict(x), onnx_qcdq.run(tmp_path / "model.onnx", x).reshape(len(x), -1)), k
+
+
+def test_cut_logits_keep_no_second_value_info(tmp_path):
+    """Keras exports record the logits' shape in value_info; once the Softmax is cut the logits are the output, and
+    a second entry made qonnx's clean-up assert ("Multiple ValueInfoProto", hls4ml's example-models)."""
+    src = qkeras_like_qonnx(tmp_path / "m.onnx")
+    model = onnx.load(str(src))
+    model.graph.value_info.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5]))
+    onnx.save(model, str(src))
+    foreign = read_foreign(src, input_precision=parse_precision("ap_fixed<8,3>"))
+    assert foreign.head is not None and not [vi for vi in foreign.reference.graph.value_info if vi.name == "logits"]

@@ -64,6 +64,11 @@ def cut_head(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Head | None]:
     shape = _shape(model, logits)
     del out.graph.output[:]
     out.graph.output.append(helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, shape))
+    # the logits are an output now: a value_info entry for them too would make qonnx's clean-up assert
+    # ("Multiple ValueInfoProto found")
+    kept_info = [vi for vi in out.graph.value_info if vi.name != logits]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(kept_info)
     return out, Head(tuple(n.op_type for n in reversed(cut)), logits)
 
 
