@@ -417,7 +417,6 @@ def _affine(r, chain: Chain, where: str) -> tuple[np.ndarray, np.ndarray] | None
     for node in chain.nodes:
         if node.op_type not in AFFINE_OPS:
             return None
-        consts = [i for i in node.input[1:] if i]
         if node.op_type == "BatchNormalization":
             g, beta, mean, var = (_per_channel(r.const(i, where).values, channels, rank, where, "batch norm")
                                   for i in node.input[1:5])
@@ -441,7 +440,6 @@ def _affine(r, chain: Chain, where: str) -> tuple[np.ndarray, np.ndarray] | None
                 a, b = (a, b - c) if first else (-a, c - b)
             else:
                 return None
-        del consts
         current = node.output[0]
     if np.any(a == 0):
         return None
