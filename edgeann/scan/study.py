@@ -136,22 +136,28 @@ class Heartbeat:
         self.dir.mkdir(exist_ok=True)
         self.numbers: set[int] = set()
         self._stop = threading.Event()
+        # a beat and a remove never interleave: a touch after the unlink would leave the file of a finished trial
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
 
     def add(self, number: int) -> None:
-        self.numbers.add(number)
-        (self.dir / str(number)).touch()
+        """The file holds the pid of the process running the trial."""
+        with self._lock:
+            self.numbers.add(number)
+            (self.dir / str(number)).write_text(f"{os.getpid()}\n")
 
     def remove(self, number: int) -> None:
-        self.numbers.discard(number)
-        (self.dir / str(number)).unlink(missing_ok=True)
+        with self._lock:
+            self.numbers.discard(number)
+            (self.dir / str(number)).unlink(missing_ok=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            for n in list(self.numbers):
-                with contextlib.suppress(OSError):
-                    (self.dir / str(n)).touch()
+            with self._lock:
+                for n in self.numbers:
+                    with contextlib.suppress(OSError):
+                        (self.dir / str(n)).touch()
 
     def stop(self) -> None:
         self._stop.set()

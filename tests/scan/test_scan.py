@@ -100,19 +100,38 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _worker_in_a_trial(out: Path) -> int:
+    """The pid of the scan's first worker process, once a trial runs in it (each heartbeat file holds the pid of
+    the process running its trial)."""
+    beats, workers = out / ".heartbeats", out / "workers.json"
+    _wait_for(lambda: workers.is_file() and workers.read_text().endswith("\n"), 240, "the worker process started")
+    worker = json.loads(workers.read_text())[0]
+
+    def running_pids():
+        pids = set()
+        for beat in beats.glob("*") if beats.is_dir() else ():
+            try:
+                pids.add(int(beat.read_text()))
+            except (OSError, ValueError):  # the file of a trial that just ended, or one half written
+                pass
+        return pids
+
+    _wait_for(lambda: worker in running_pids(), 240, f"a trial running in worker {worker}")
+    return worker
+
+
 def test_a_killed_worker_s_trial_is_rerun_and_counted_once(tiny, tmp_path):
     flow, space = tiny
     out = tmp_path / "s"
-    proc = subprocess.Popen(scan_command(flow, space, out, 3, 2), env=scan_env(), stdout=subprocess.PIPE,
+    # trials long enough that the worker, whose process may start late on a loaded machine, surely gets one
+    longer = ("--set", "training.epochs=25", "--set", "training.early_stopping=null")
+    proc = subprocess.Popen(scan_command(flow, space, out, 3, 2, *longer), env=scan_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    beats = out / ".heartbeats"
-    _wait_for(lambda: (out / "workers.json").is_file() and beats.is_dir() and len(list(beats.iterdir())) == 2, 240,
-              "two trials running")
-    victim = json.loads((out / "workers.json").read_text())[0]
+    victim = _worker_in_a_trial(out)
     os.kill(victim, signal.SIGKILL)  # mid-trial: its trial stays RUNNING in the journal
     output, _ = proc.communicate(timeout=300)
     assert f"pid {victim}) ended with signal 9" in output, output
-    again = subprocess.run(scan_command(flow, space, out, 3, 2), env=scan_env(), capture_output=True, text=True,
+    again = subprocess.run(scan_command(flow, space, out, 3, 2, *longer), env=scan_env(), capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr
     rows = read_rows(out)
@@ -140,10 +159,7 @@ def test_killing_the_scan_ends_its_workers(tiny, tmp_path):
     long_trials = ("--set", "training.epochs=5000", "--set", "training.early_stopping=null")
     proc = subprocess.Popen(scan_command(flow, space, out, 3, 2, *long_trials), env=scan_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    beats = out / ".heartbeats"
-    _wait_for(lambda: (out / "workers.json").is_file() and beats.is_dir() and len(list(beats.iterdir())) == 2, 240,
-              "two trials running")
-    worker = json.loads((out / "workers.json").read_text())[0]
+    worker = _worker_in_a_trial(out)
     proc.kill()
     proc.wait()
     try:
