@@ -62,6 +62,16 @@ def _storage(t: ir.FixedType) -> tuple[type, int]:
     return (np.int16, 16) if t.signed else (np.uint16, 16)
 
 
+def _weight_storage(w: np.ndarray) -> type:
+    """The narrowest of int8 / int16 / int32 that holds every weight code (post-training precisions and foreign
+    models give weights wider than 8 bits)."""
+    lo, hi = int(w.min(initial=0)), int(w.max(initial=0))
+    for dt in (np.int8, np.int16, np.int32):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return dt
+    raise ValueError(f"weight codes up to {max(-lo, hi)} do not fit in int32")
+
+
 def emit_quantizer(b: _Builder, x: str, t: ir.FixedType, out: str, hint: str, rounding: str = "floor") -> str:
     """Round onto ``t``'s grid (floor, or half to even) and saturate, in QCDQ form.
 
@@ -128,7 +138,7 @@ def _emit_dense(b, node: ir.Dense, infos, graph_input):
     x = infos[src]
     h = node.name
     if dense_is_float32_exact(node, x) and b.dtype.get(src, TensorProto.FLOAT) == TensorProto.FLOAT:
-        wq = b.const(f"{h}/weight_int", node.weight.astype(np.int8))
+        wq = b.const(f"{h}/weight_int", node.weight.astype(_weight_storage(node.weight)))
         w = b.op("DequantizeLinear", [wq, b.const(f"{h}/weight_scale", np.float32(node.weight_type.scale))], hint=h)
         bq = b.const(f"{h}/bias_int", node.bias.astype(np.int32))
         bias = b.op("DequantizeLinear", [bq, b.const(f"{h}/bias_scale", np.float32(node.bias_type.scale))], hint=h)

@@ -17,7 +17,7 @@ def random_mlp(draw, max_bits=8) -> ir.Graph:
                                                                   draw(st.booleans())), rounding=draw(rounding))]
     width, prev = n_in, "x"
     for i in range(draw(st.integers(1, 3))):
-        n_out, wb, bb = draw(st.integers(1, 24)), draw(st.integers(2, 8)), draw(st.integers(4, 20))
+        n_out, wb, bb = draw(st.integers(1, 24)), draw(st.integers(2, max_bits)), draw(st.integers(4, 20))
         w = rng.integers(-(2 ** (wb - 1)) + 1, 2 ** (wb - 1), (n_out, width))
         w[rng.random(w.shape) < draw(st.floats(0, 0.95))] = 0
         nodes.append(ir.Dense(f"fc{i}", [prev], weight=w, weight_type=ir.FixedType(wb, draw(st.integers(-2, 9)), True, True),
@@ -69,6 +69,20 @@ def test_wide_layers_switch_to_float64_and_stay_exact():
     assert "MatMul" in {n.op_type for n in model.graph.node}
     x = probe_inputs(g, rng)
     assert np.array_equal(onnx_qcdq.run(model, x), g.predict(x))
+
+
+def test_weights_wider_than_8_bits_keep_their_codes():
+    """Post-training precisions (ap_fixed<16,6>) give weight codes beyond int8: they were once wrapped to int8."""
+    rng = np.random.default_rng(3)
+    g = ir.Graph("w16", [
+        ir.Input("x", [], shape=(6,), type=ir.FixedType(8, 4)),
+        ir.Dense("fc", ["x"], weight=rng.integers(-300, 300, (3, 6)), weight_type=ir.FixedType(16, 10),
+                 bias=rng.integers(-50, 50, 3), bias_type=ir.FixedType(16, 10)),
+        ir.Quantize("out", ["fc"], type=ir.FixedType(16, 10)),
+    ], ["out"])
+    assert onnx_qcdq.dense_is_float32_exact(g.nodes[1], g.infos()["x"])  # the DequantizeLinear path
+    x = probe_inputs(g, rng)
+    assert np.array_equal(onnx_qcdq.run(onnx_qcdq.to_onnx(g), x), g.predict(x))
 
 
 def test_model_is_qcdq_with_dynamic_batch():
