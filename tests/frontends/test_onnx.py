@@ -185,3 +185,21 @@ def test_cut_logits_keep_no_second_value_info(tmp_path):
     onnx.save(model, str(src))
     foreign = read_foreign(src, input_precision=parse_precision("ap_fixed<8,3>"))
     assert foreign.head is not None and not [vi for vi in foreign.reference.graph.value_info if vi.name == "logits"]
+
+
+def test_run_all_runs_a_model_that_fixes_its_batch_to_one_sample_by_sample(tmp_path):
+    """Keras exporters write Reshape(x, (1, n)): onnxruntime refuses a batch, the full model's class agreement must
+    still be computed (it once ended export in a traceback)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["p"], axis=-1)],
+        "batch_one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 3])],
+        [onnx.numpy_helper.from_array(np.array([1, 6], np.int64), "shape"), onnx.numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    x = rng.normal(size=(5, 2, 3)).astype(np.float32)
+    (p,) = run_all(tmp_path / "m.onnx", x, qonnx=False)
+    logits = x.reshape(5, 6) @ w
+    assert p.shape == (5, 3) and np.array_equal(p.argmax(1), logits.argmax(1))
