@@ -171,7 +171,8 @@ def finn_multithreshold_mlp(path: Path, n_in: int = 6, n_hidden: int = 10, n_out
 def keras_float_cnn(path: Path, seed: int = 5) -> Path:
     """A float CNN as tf2onnx writes a Keras model: channels-last input (1, 8, 8, 2), ``Transpose`` to channels-first,
     ``Conv`` 3x3 with ``auto_pad=SAME_UPPER`` (Keras ``padding='same'``) -> ``Relu`` -> ``MaxPool`` 2x2 -> ``Conv``
-    3x3 -> ``Relu``, ``Transpose`` back, ``Flatten``, ``Gemm``, ``Softmax``: a float model for ``--precision``."""
+    3x3 -> ``Relu``, ``Transpose`` back, ``Identity`` (Keras' inference-time ``Dropout``), ``Flatten``, ``Gemm``,
+    ``Softmax``: a float model for ``--precision``."""
     rng = np.random.default_rng(seed)
     inits = {"w1": rng.normal(0, 0.4, (4, 2, 3, 3)).astype(np.float32), "b1": rng.normal(0, 0.1, 4).astype(np.float32),
              "w2": rng.normal(0, 0.3, (6, 4, 3, 3)).astype(np.float32), "b2": rng.normal(0, 0.1, 6).astype(np.float32),
@@ -184,7 +185,8 @@ def keras_float_cnn(path: Path, seed: int = 5) -> Path:
         helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], name="conv2"),
         helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
         helper.make_node("Transpose", ["r2"], ["r2t"], perm=[0, 2, 3, 1], name="to_nhwc"),
-        helper.make_node("Flatten", ["r2t"], ["f"], axis=1, name="flatten"),
+        helper.make_node("Identity", ["r2t"], ["r2d"], name="dropout"),
+        helper.make_node("Flatten", ["r2d"], ["f"], axis=1, name="flatten"),
         helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], name="dense"),
         helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="softmax"),
     ]

@@ -66,7 +66,7 @@ def brevitas_cnn_export(path: Path, **kw) -> Path:
 
 def keras_float_cnn(path: Path, d: int = 2, seed: int = 0, quant_input: bool = False, **conv_attrs) -> Path:
     """A Keras-style float ONNX CNN: channels-last input (1, 6, 6, 2) (``d=2``) or (1, 8, 2), Transpose to
-    channels-first, Conv (+ bias) -> Relu, Transpose back, Flatten, Gemm. ``conv_attrs`` go on the Conv node.
+    channels-first, Conv (+ bias) -> Relu, Transpose back, Identity, Flatten, Gemm. ``conv_attrs`` go on the Conv node.
     ``quant_input``: a QONNX ``Quant`` (8 bits, scale 2**-4) reads the input before the Transpose, and every
     constant is on a 2**-5 grid, so the model is a quantized one (as QKeras through qonnx looks)."""
     rng = np.random.default_rng(seed)
@@ -92,7 +92,8 @@ def keras_float_cnn(path: Path, d: int = 2, seed: int = 0, quant_input: bool = F
              helper.make_node("Conv", ["xt", "w", "b"], ["c"], name="conv", kernel_shape=list(k), **conv_attrs),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("Transpose", ["r"], ["rt"], perm=to_cl, name="to_nhwc"),
-             helper.make_node("Flatten", ["rt"], ["f"], axis=1, name="flatten"),
+             helper.make_node("Identity", ["rt"], ["rd"], name="dropout"),  # Keras' Dropout, as tf2onnx writes it
+             helper.make_node("Flatten", ["rd"], ["f"], axis=1, name="flatten"),
              helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="dense")]
     io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *spatial, 2])],
           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])

@@ -264,10 +264,32 @@ def clean(model: onnx.ModelProto) -> onnx.ModelProto:
         if i.name not in initializers:
             model.metadata_props.add(key=ORIGINAL_INPUT, value=i.name)
             break
+    _bypass_identities(model)
     try:
         return cleanup_model(ModelWrapper(model)).model
     except Exception as e:
         raise EdgeannError(f"qonnx could not clean up the model ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+
+
+def _bypass_identities(model: onnx.ModelProto) -> None:
+    """Drop ``Identity`` and inference ``Dropout`` nodes (Keras exporters put them after every layer, on tensors of
+    any shape and layout), their readers reading the node's input instead. One that writes a graph output stays."""
+    outputs = {o.name for o in model.graph.output}
+    rename: dict[str, str] = {}
+    keep = []
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+        used = [o for o in node.output if o]
+        if node.op_type in ("Identity", "Dropout") and node.input and not outputs & set(used) and \
+                (node.op_type == "Identity" or len(node.input) == 1):
+            rename[used[0]] = node.input[0]
+            if len(used) == 1:
+                continue
+        keep.append(node)
+    if rename:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
 
 
 # ops that only move values: folding them keeps a quantized constant's integer codes and type
