@@ -548,9 +548,11 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
         distance = result["distance_to_float_model"]
         result["summary"] += (f"; against the float model on 2000 standard-normal vectors: max |diff| "
                               f"{distance['max_abs_diff']:.3g}")
-        if original.shape[1] > 1:  # the class decision (argmax), fixed point against the float original
-            distance["class_agreement"] = float(np.mean(original.argmax(1) == fixed.argmax(1)))
-            result["summary"] += f", the same class on {100 * distance['class_agreement']:.2f}%"
+        # the class decision (argmax, or logit > 0 for one output), fixed point against the float original
+        from edgeann.frontends.onnx.heads import logit_classes
+
+        distance["class_agreement"] = float(np.mean(logit_classes(original) == logit_classes(fixed)))
+        result["summary"] += f", the same class on {100 * distance['class_agreement']:.2f}%"
     if data_x is not None and len(data_x):
         # what the fixed-point arithmetic costs: the firmware against the same weights in float, on the test split
         from edgeann.float_twin import distance_to_float
@@ -601,7 +603,8 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
     full = full_classes(run_all(data / FULL_SOURCE, model_layout(data, x), qonnx=kind == "qonnx"), head)
     result["class_agreement"] = agreement = class_agreement(full, firmware, head, against)
     where = " (codes over the whole input type, where post-training fixed point saturates)" if kind == "float" else ""
-    result["summary"] += (f"; {head.describe()}: the firmware's class (argmax) equals the full model's on "
+    result["summary"] += (f"; {head.describe()}: the firmware's class ({'logit > 0' if firmware.reshape(len(firmware), -1).shape[1] == 1 else 'argmax'}) "
+                          f"equals the full model's on "
                           f"{100 * agreement['fraction']:.3f}% of {agreement['n_samples']} vectors{where}")
 
 
