@@ -264,3 +264,32 @@ def test_brevitas_cnn_with_batchnorm2d_between_conv_and_relu_quantizer(tmp_path)
     x = (np.random.default_rng(0).integers(t.int_min, t.int_max + 1, (3000, 8, 8, 2)) * t.scale).astype(np.float32)
     ref = run_qonnx(tmp_path / "c.onnx", np.transpose(x, f.input_perm)).reshape(len(x), -1)
     assert np.array_equal(f.graph.predict(x).reshape(len(x), -1), ref)
+
+
+def test_input_quantized_per_column_on_the_last_axis_of_a_4d_input(tmp_path):
+    """The shape of the QONNX model zoo's KWS MLP: a 4-D input (1, 1, 4, 5) quantized with a float scale (here after
+    a normalization with one factor per column: the last axis, shape (5,)), Flatten, Quant weights,
+    MatMul, a per-tensor output quantizer. (It was refused: "does not have its 5 channels on axis 1".)"""
+    rng = np.random.default_rng(7)
+    inits = {"norm": (rng.uniform(0.5, 2.0, 5)).astype(np.float32), "s_in": np.float32(0.83), "z": np.float32(0),
+             "b_in": np.float32(4),
+             "w": rng.normal(0, 0.5, (20, 3)).astype(np.float32),
+             "s_w": np.float32(0.37), "b_w": np.float32(3), "s_out": np.float32(0.61), "b_out": np.float32(5)}
+    nodes = [helper.make_node("Mul", ["x", "norm"], ["xn"]),
+             helper.make_node("Quant", ["xn", "s_in", "z", "b_in"], ["xq"], domain=QONNX_DOMAIN, signed=1, narrow=0,
+                              rounding_mode="ROUND"),
+             helper.make_node("Flatten", ["xq"], ["flat"]),
+             helper.make_node("Quant", ["w", "s_w", "z", "b_w"], ["wq"], domain=QONNX_DOMAIN, signed=1, narrow=1,
+                              rounding_mode="ROUND"),
+             helper.make_node("MatMul", ["flat", "wq"], ["acc"]),
+             helper.make_node("Quant", ["acc", "s_out", "z", "b_out"], ["y"], domain=QONNX_DOMAIN, signed=1, narrow=0,
+                              rounding_mode="ROUND")]
+    g = helper.make_graph(nodes, "kws_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)]),
+              str(tmp_path / "m.onnx"))
+    foreign = _equal_to_original(tmp_path / "m.onnx", input_precision="ap_fixed<8,3>")
+    first = foreign.graph.nodes[1]
+    assert isinstance(first, ir.Threshold) and foreign.graph.input.shape == (1, 4, 5)
+    assert len({tuple(t) for t in np.asarray(first.thresholds)}) == 5  # one set of steps per column

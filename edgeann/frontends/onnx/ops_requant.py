@@ -95,26 +95,44 @@ def unended(r, tensor: str, where: str) -> EdgeannError:
 # Running a chain with the original's arithmetic
 
 
-def _channel_axis_shape(r, tensor: str, channels: int, where: str) -> tuple[int, ...]:
-    """The per-sample shape a chain is evaluated on: channels on ONNX axis 1, ones elsewhere."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a chain's channels are in its ONNX tensors: axis 1 of a channels-first (or 2-D) tensor, the last axis
+    of a tensor whose ONNX layout is the graph's channels-last one (a (1, 10, 49) input quantized per column)."""
+
+    rank: int
+    axis: int = 1
+
+    def per_sample(self, channels: int) -> tuple[int, ...]:
+        """The per-sample shape a chain is evaluated on: the channels on the axis, ones elsewhere."""
+        return tuple(channels if a == self.axis else 1 for a in range(1, self.rank))
+
+
+def _chain_layout(r, tensor: str, channels: int, where: str) -> Layout:
     shape = r.shape.get(tensor)
     rank = len(shape) if shape else 2
-    if shape and rank > 1 and shape[1] not in (None, channels):
+    if rank <= 2 or tensor in r.cf:
+        if shape and rank > 1 and shape[1] not in (None, channels):
+            raise EdgeannError(f"{where}: the tensor {tensor} of shape {shape} does not have its {channels} channels on "
+                               "axis 1")
+        return Layout(rank)
+    if shape[-1] not in (None, channels):
         raise EdgeannError(f"{where}: the tensor {tensor} of shape {shape} does not have its {channels} channels on "
-                           "axis 1")
-    return (channels, *([1] * (rank - 2)))
+                           "its last axis")
+    return Layout(rank, rank - 1)
 
 
-def _check_per_channel(r, nodes, rank: int, where: str) -> None:
-    """Every constant of the chain is one value per channel (axis 1): the chain is then one function per channel."""
+def _check_per_channel(r, nodes, layout: Layout, where: str) -> None:
+    """Every constant of the chain is one value per channel (on the layout's axis): the chain is then one function
+    per channel."""
     for node in nodes:
         for name in node.input:
             if name and name in r.consts and node.op_type not in ("BatchNormalization", "MultiThreshold", "Quant",
                                                                   "BipolarQuant", "QuantizeLinear",
                                                                   "DequantizeLinear"):
                 shape = np.shape(r.consts[name].values)
-                aligned = (1,) * (rank - len(shape)) + tuple(shape)
-                if len(shape) > rank or any(d != 1 for a, d in enumerate(aligned) if a != 1):
+                aligned = (1,) * (layout.rank - len(shape)) + tuple(shape)
+                if len(shape) > layout.rank or any(d != 1 for a, d in enumerate(aligned) if a != layout.axis):
                     raise EdgeannError(f"{where}: constant {name} of shape {shape} in {node.op_type} is not one value "
                                        "per channel; only per-channel (or per-tensor) constants can be requantized "
                                        "exactly")
@@ -238,17 +256,19 @@ class Codes:
         return t, (None if is_pow2(s) else (s.ravel() if s.size > 1 else np.float64(s.ravel()[0])))
 
 
-def _per_channel(value, channels: int, rank: int, where: str, what: str) -> np.ndarray:
+def _per_channel(value, channels: int, layout: Layout, where: str, what: str) -> np.ndarray:
     v = np.asarray(value, np.float64)
     if v.size == 1:
         return v.reshape(())
-    aligned = v.reshape((1,) * (rank - v.ndim) + v.shape)
-    if any(d != 1 for a, d in enumerate(aligned.shape) if a != 1) or aligned.shape[1] != channels:
+    if v.ndim > layout.rank:
+        raise EdgeannError(f"{where}: {what} of shape {v.shape} is not one value per channel")
+    aligned = v.reshape((1,) * (layout.rank - v.ndim) + v.shape)
+    if any(d != 1 for a, d in enumerate(aligned.shape) if a != layout.axis) or aligned.shape[layout.axis] != channels:
         raise EdgeannError(f"{where}: {what} of shape {v.shape} is not one value per channel")
     return aligned.reshape(channels)
 
 
-def quant_codes(r, node, where: str, channels: int, rank: int) -> Codes:
+def quant_codes(r, node, where: str, channels: int, layout: Layout) -> Codes:
     _, scale, zero, bits = (list(node.input) + [None] * 4)[:4]
     attrs = attributes(node)
     signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
@@ -257,7 +277,7 @@ def quant_codes(r, node, where: str, channels: int, rank: int) -> Codes:
     if np.any(z != np.round(z)) or np.unique(z).size > 1:
         raise EdgeannError(f"{where}: zero point {np.unique(z)[:4].tolist()} is not one integer; not supported")
     z = int(z.ravel()[0])
-    s = _per_channel(r.const(scale, where).values, channels, rank, where, "scale")
+    s = _per_channel(r.const(scale, where).values, channels, layout, where, "scale")
     if width == 1 and signed:  # qonnx takes the sign of x / scale + zero point, then subtracts the zero point
         return Codes(s, -1, 1, narrow_bipolar=True) if z == 0 else Codes(s, -1 - z, 1 - z)
     if signed:
@@ -269,15 +289,15 @@ def quant_codes(r, node, where: str, channels: int, rank: int) -> Codes:
 
 def end_chain(r, node: onnx.NodeProto, where: str, codes_of) -> None:
     """The quantizer ``node`` ends the chain on its first input: emit the chain as one Threshold node.
-    ``codes_of(channels, rank)`` describes the quantizer's output grid."""
+    ``codes_of(channels, layout)`` describes the quantizer's output grid."""
     x = node.input[0]
     chain = chain_of(r, x, where)
     info = r.info(chain.src)
     channels = info.shape[-1] if info.shape else 1
-    per_sample = _channel_axis_shape(r, chain.start, channels, where)
-    rank = len(per_sample) + 1
-    _check_per_channel(r, (*chain.nodes, node), rank, where)
-    grid = codes_of(channels, rank)
+    layout = _chain_layout(r, chain.start, channels, where)
+    per_sample = layout.per_sample(channels)
+    _check_per_channel(r, (*chain.nodes, node), layout, where)
+    grid = codes_of(channels, layout)
     scale = np.broadcast_to(np.asarray(code_scale(r, chain.src), np.float64), (channels,))
 
     def f(codes: np.ndarray) -> np.ndarray:
@@ -336,19 +356,19 @@ def read_multithreshold(r, node, where):
         raise EdgeannError(f"{where}: out_bias {out_bias!r} is not a whole number of out_scale {out_scale!r}")
     scale = abs(out_scale)
     lo, hi = sorted((int(base), int(base) + (n if out_scale > 0 else -n)))
-    end_chain(r, node, where, lambda channels, rank: Codes(np.float64(scale), lo, hi))
+    end_chain(r, node, where, lambda channels, layout: Codes(np.float64(scale), lo, hi))
 
 
 def read_bipolar_activation(r, node, where):
-    def grid(channels, rank):
-        s = _per_channel(r.const(node.input[1], where).values, channels, rank, where, "scale")
+    def grid(channels, layout):
+        s = _per_channel(r.const(node.input[1], where).values, channels, layout, where, "scale")
         return Codes(s, -1, 1, narrow_bipolar=True)
 
     end_chain(r, node, where, grid)
 
 
 def read_quant_activation(r, node, where):
-    end_chain(r, node, where, lambda channels, rank: quant_codes(r, node, where, channels, rank))
+    end_chain(r, node, where, lambda channels, layout: quant_codes(r, node, where, channels, layout))
 
 
 def quant_constant(values: np.ndarray, scale, zero, width: int, signed: bool, narrow: bool, rounding: str,
@@ -410,7 +430,7 @@ def _affine(r, chain: Chain, where: str) -> tuple[np.ndarray, np.ndarray] | None
     accumulator's. None when an op of the chain is not affine."""
     info = r.info(chain.src)
     channels = info.shape[-1] if info.shape else 1
-    rank = len(_channel_axis_shape(r, chain.start, channels, where)) + 1
+    layout = _chain_layout(r, chain.start, channels, where)
     a = np.broadcast_to(np.asarray(code_scale(r, chain.src), np.float64), (channels,)).copy()
     b = np.zeros(channels)
     current = chain.start
@@ -418,7 +438,7 @@ def _affine(r, chain: Chain, where: str) -> tuple[np.ndarray, np.ndarray] | None
         if node.op_type not in AFFINE_OPS:
             return None
         if node.op_type == "BatchNormalization":
-            g, beta, mean, var = (_per_channel(r.const(i, where).values, channels, rank, where, "batch norm")
+            g, beta, mean, var = (_per_channel(r.const(i, where).values, channels, layout, where, "batch norm")
                                   for i in node.input[1:5])
             k = g / np.sqrt(var + float(attributes(node).get("epsilon", 1e-5)))
             a, b = a * k, (b - mean) * k + beta
@@ -428,7 +448,7 @@ def _affine(r, chain: Chain, where: str) -> tuple[np.ndarray, np.ndarray] | None
             pass
         else:
             first = node.input[0] == current
-            c = _per_channel(r.const(node.input[1] if first else node.input[0], where).values, channels, rank, where,
+            c = _per_channel(r.const(node.input[1] if first else node.input[0], where).values, channels, layout, where,
                              "constant")
             if node.op_type == "Mul":
                 a, b = a * c, b * c
@@ -494,8 +514,8 @@ def read_dequantize_chain(r, node, where):
             not any(n.op_type == "QuantizeLinear" for n in chain.nodes):
         raise EdgeannError(f"{where}: DequantizeLinear of a tensor that is not a QuantizeLinear output")
 
-    def grid(channels, rank):
-        s = _per_channel(r.const(node.input[1], where).values, channels, rank, where, "scale")
+    def grid(channels, layout):
+        s = _per_channel(r.const(node.input[1], where).values, channels, layout, where, "scale")
         zero = r.const(node.input[2], where).values if len(node.input) > 2 and node.input[2] else np.uint8(0)
         zero = np.asarray(zero)
         if zero.size != 1:
