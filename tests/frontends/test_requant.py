@@ -2,6 +2,8 @@
 between an integer tensor and its quantizer becomes per-channel thresholds that reproduce the original's own
 arithmetic on every reachable integer, whatever the scales, zero points and bit widths."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -293,3 +295,52 @@ def test_input_quantized_per_column_on_the_last_axis_of_a_4d_input(tmp_path):
     first = foreign.graph.nodes[1]
     assert isinstance(first, ir.Threshold) and foreign.graph.input.shape == (1, 4, 5)
     assert len({tuple(t) for t in np.asarray(first.thresholds)}) == 5  # one set of steps per column
+
+
+def brevitas_float_cnn(per_channel: bool, path: Path, seed: int = 0) -> Path:
+    """Brevitas' defaults: float (learned) scales on the input, the convolutions' weights (per tensor, or one per
+    output channel) and activations, float biases, BatchNorm2d, MaxPool, AvgPool; 4-bit weights and activations."""
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.export import export_qonnx
+    from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
+
+    torch.manual_seed(seed)
+    wq = Int8WeightPerChannelFloat if per_channel else Int8WeightPerTensorFloat
+    net = torch.nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=6, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, weight_quant=wq, weight_bit_width=4, padding=1),
+        torch.nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
+        torch.nn.MaxPool2d(2),
+        qnn.QuantConv2d(4, 3, 3, weight_quant=wq, weight_bit_width=4, bias=True),
+        qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
+        torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+        qnn.QuantLinear(3, 2, bias=True))
+    net.train()
+    with torch.no_grad():
+        for _ in range(5):
+            net(torch.randn(32, 2, 8, 8))
+    export_qonnx(net.eval(), torch.randn(1, 2, 8, 8), export_path=str(path), dynamo=False)
+    return path
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_brevitas_cnn_with_float_scales(tmp_path, per_channel):
+    """The integer convolution keeps its float scale; its bias, the batch norm and the quantizer become one
+    Threshold; pooling keeps (max) or divides (average) the scale. Equal to qonnx's executor on every output (no
+    step of these 4-bit layers lies within float32 rounding of the original's sums: near_ties 0)."""
+    path = brevitas_float_cnn(per_channel, tmp_path / "c.onnx")
+    f = read_foreign(path, input_precision=parse_precision("ap_fixed<10,3>"))
+    assert [n.op for n in f.graph.nodes] == ["Input", "Threshold", "Conv", "Threshold", "MaxPool", "Conv", "Threshold",
+                                             "AvgPool", "Flatten", "Dense"]
+    assert all(n.near_ties == 0 for n in f.graph.nodes if isinstance(n, ir.Threshold))
+    t = f.graph.input.type
+    x = (np.random.default_rng(0).integers(t.int_min, t.int_max + 1, (3000, 8, 8, 2)) * t.scale).astype(np.float32)
+    ref = run_qonnx(path, np.transpose(x, f.input_perm)).reshape(len(x), -1)
+    scale, offset = f.output_scale, f.output_offset  # the last layer's float bias: a trailing affine chain
+    assert scale is not None and offset is not None
+    q = (ref - offset) / scale
+    assert np.abs(q - np.rint(q)).max() < 0.01
+    codes = f.graph.execute(x)[f.graph.outputs[0]].reshape(len(x), -1)
+    assert np.array_equal(np.rint(q), codes)

@@ -11,6 +11,7 @@ convolutions, NCHW -> NHWC after) only toggles that mark, so such a model keeps 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from edgeann import ir
 from edgeann.errors import EdgeannError
@@ -82,15 +83,14 @@ def read_conv(r, node, where):
                            "are not); use group=1")
     _ones(attrs, "dilations", d, where, "dilated convolutions are not; use dilation 1")
     w, wt = typed_weight(r, node.input[1], where)  # (c_out, c_in, *kernel)
-    if r.consts[node.input[1]].scale is not None or src in r.scales:
-        raise EdgeannError(f"{where}: a convolution whose input or weights have a scale that is no power of two (or "
-                           "one per channel) is not supported yet; use power-of-two (fixed-point) quantizers for "
-                           "convolutions")
     if w.ndim != d + 2:
         raise EdgeannError(f"{where}: weight of shape {w.shape} does not fit a {d}-D convolution")
     weight = np.transpose(w, (*range(2, d + 2), 1, 0))  # (*kernel, c_in, c_out)
     x = r.info(src)
     b_in = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    scale = _float_scale(r, node.input[1], src, w.shape[0], wt, x.type, where)
+    if scale is not None:  # the integer convolution; its float scale is kept and the bias joins the float chain
+        b_in, chain_bias = None, b_in
     if b_in is not None:
         b, bt = bias(r, b_in, where)
     else:
@@ -104,11 +104,60 @@ def read_conv(r, node, where):
     except ValueError as e:
         raise EdgeannError(f"{where}: {str(e).split(': ', 1)[-1]}") from None  # the node's IR name is where's
     out = node.output[0]
-    r.alias[out] = layer.name
     r.cf.add(out)
+    if scale is not None:
+        r.scales[layer.name] = scale
+        if chain_bias is None:
+            r.alias[out] = layer.name
+            return
+        _bias_into_chain(r, node, layer.name, chain_bias, w.shape[0], d, where)
+        return
+    r.alias[out] = layer.name
     r.raw_acc.add(layer.name)
     if b_in is None:
         r.dense_out[out] = layer  # an Add of a constant (c, 1, ...) after it is its bias
+
+
+def _float_scale(r, weight: str, src: str, c_out: int, wt: ir.FixedType, xt: ir.FixedType, where: str):
+    """The float scale of the convolution's integer result where its input's or weights' scale is no power of two
+    (Brevitas' default float scales): one number, or one per output channel; None for fixed-point quantizers."""
+    w_scale, x_scale = r.consts[weight].scale, r.scales.get(src)
+    if w_scale is None and x_scale is None:
+        return None
+    if x_scale is not None and np.ndim(x_scale):
+        raise EdgeannError(f"{where}: the input of this convolution has one scale per channel, which cannot be "
+                           "factored out of its sums; not supported")
+    if w_scale is not None:
+        s = np.asarray(w_scale, np.float64)
+        if s.size != 1:
+            if s.size != c_out or s.shape[0] != c_out:  # (c_out, 1, ..., 1): one per output channel
+                raise EdgeannError(f"{where}: weight scales of shape {s.shape}: only one scale per output channel (or "
+                                   "per tensor) can be factored out of a convolution")
+            s = s.reshape(c_out)
+        else:
+            s = s.reshape(())
+    else:
+        s = np.float64(wt.scale)
+    return np.asarray((x_scale if x_scale is not None else xt.scale) * s, np.float64)
+
+
+def _bias_into_chain(r, node, product_name: str, bias_tensor: str, c_out: int, d: int, where: str) -> None:
+    """A float-scaled convolution's bias is added in float, as the original does: an ``Add`` of the bias, one value
+    per channel on axis 1, starting the float chain to the next quantizer (:mod:`ops_requant`)."""
+    from edgeann.frontends.onnx import ops_requant
+    from edgeann.frontends.onnx.reader import Const
+
+    out = node.output[0]
+    product = f"{out}/product"  # the product before the bias, as the chain's start
+    r.alias[product] = product_name
+    r.cf.add(product)
+    if out in r.shape:
+        r.shape[product] = r.shape[out]
+    c = r.const(bias_tensor, where)
+    per_channel = f"{bias_tensor}/per_channel"
+    r.consts[per_channel] = Const(np.asarray(c.values).reshape(c_out, *([1] * d)))
+    add = onnx.helper.make_node("Add", [product, per_channel], [out], name=f"{node.name}/bias")
+    ops_requant.extend(r, add, where)
 
 
 def _pool(r, node, where, cls, what: str):
@@ -137,6 +186,9 @@ def emit(r, node, where, cls, src, pool, stride):
         raise EdgeannError(f"{where}: {str(e).split(': ', 1)[-1]}") from None  # the node's IR name is where's
     r.alias[node.output[0]] = layer.name
     r.cf.add(node.output[0])
+    if src in r.scales:  # codes with a float scale (positive, per tensor or channel): the maximum keeps it, the
+        # average (an exact window sum) divides it by the window's area
+        r.scales[layer.name] = np.asarray(r.scales[src], np.float64) * 2.0 ** -getattr(layer, "shift", 0)
 
 
 @op("MaxPool")

@@ -306,7 +306,7 @@ def end_chain(r, node: onnx.NodeProto, where: str, codes_of) -> None:
 
     thresholds, start, step = tabulate(f, info.lo, info.hi, channels, where)
     near = 0
-    if chain.src in r.scales and isinstance(next((n for n in r.nodes if n.name == chain.src), None), ir.Dense):
+    if chain.src in r.scales and isinstance(next((n for n in r.nodes if n.name == chain.src), None), (ir.Dense, ir.Conv)):
         near = _near_ties(thresholds, info, scale, lambda v: grid.decode(run_chain(r, chain, node, v, per_sample), where))
     t, float_scale = grid.type()
     name = r.unique(node.name or f"threshold_{chain.src}")
