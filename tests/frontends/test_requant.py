@@ -344,3 +344,43 @@ def test_brevitas_cnn_with_float_scales(tmp_path, per_channel):
     assert np.abs(q - np.rint(q)).max() < 0.01
     codes = f.graph.execute(x)[f.graph.outputs[0]].reshape(len(x), -1)
     assert np.array_equal(np.rint(q), codes)
+
+
+def _normalized_input_mlp(path: Path, add: float, div: float) -> Path:
+    """FINN's UNSW-NB15 shape: the input normalized by (x + add) / div in float, then a product with Quant weights
+    of a float scale, a bias, BatchNormalization, ReLU and a Quant."""
+    rng = np.random.default_rng(3)
+    inits = {"a": np.array([add], np.float32), "d": np.float32(div), "w": rng.normal(0, 0.5, (3, 6)).astype(np.float32),
+             "s_w": np.float32(0.29), "z": np.float32(0), "b_w": np.float32(2), "bias": rng.normal(0, 0.3, 3).astype(np.float32),
+             "g": rng.uniform(0.5, 2, 3).astype(np.float32), "beta": rng.normal(0, 0.2, 3).astype(np.float32),
+             "mean": rng.normal(0, 0.2, 3).astype(np.float32), "var": rng.uniform(0.5, 2, 3).astype(np.float32),
+             "s_out": np.float32(0.37), "b_out": np.float32(3)}
+    nodes = [helper.make_node("Add", ["x", "a"], ["xa"]), helper.make_node("Div", ["xa", "d"], ["xn"]),
+             helper.make_node("Quant", ["w", "s_w", "z", "b_w"], ["wq"], domain=QONNX_DOMAIN, signed=1, narrow=1,
+                              rounding_mode="ROUND"),
+             helper.make_node("Gemm", ["xn", "wq", "bias"], ["acc"], transB=1),
+             helper.make_node("BatchNormalization", ["acc", "g", "beta", "mean", "var"], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["r"]),
+             helper.make_node("Quant", ["r", "s_out", "z", "b_out"], ["y"], domain=QONNX_DOMAIN, signed=0, narrow=0,
+                              rounding_mode="ROUND")]
+    g = helper.make_graph(nodes, "unsw_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)])
+    model.graph.quantization_annotation.add(tensor_name="x").quant_parameter_tensor_names.add(key="finn_datatype",
+                                                                                             value="BIPOLAR")
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_input_normalized_by_exact_fixed_point_arithmetic_enters_the_product(tmp_path):
+    """(x + 1) / 2 of a bipolar input is 0 / 1: a power-of-two gain and a whole-code offset, folded into the
+    product's weight grid and bias. (It was refused: float arithmetic read without a quantizer after it.)"""
+    foreign = _equal_to_original(_normalized_input_mlp(tmp_path / "m.onnx", 1.0, 2.0))
+    assert [type(n).__name__ for n in foreign.graph.nodes] == ["Input", "Dense", "Threshold"]
+
+
+def test_an_input_normalization_that_is_not_fixed_point_is_refused_in_one_line(tmp_path):
+    with pytest.raises(EdgeannError, match=r"float arithmetic \(Add, Div\) on .* enters this product unquantized, and "
+                                           r"it is not exact fixed-point arithmetic"):
+        read_foreign(_normalized_input_mlp(tmp_path / "m.onnx", 1.0, 3.0))

@@ -58,8 +58,15 @@ def bias(r, tensor: str, where: str) -> tuple[np.ndarray, ir.FixedType]:
 
 
 def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | None):
-    src = r.dynamic(x, where)
+    offset = None
+    if x in r.chains:  # the input normalized in float before the product, e.g. (x + 1) / 2: exact when fixed point
+        src, wt_shift, offset = ops_requant.fixed_point_affine(r, x, where)
+    else:
+        src, wt_shift = r.dynamic(x, where), 0
     weight, wt, w_scale = weights(r, w, where, transpose_w)  # (n_out, n_in)
+    if wt_shift:  # the chain's power-of-two gain moves the weights' grid: the product's codes stay
+        wt = ir.FixedType(wt.width, wt.frac + wt_shift, wt.signed, wt.narrow)
+        w_scale = None if w_scale is None else w_scale * 2.0**-wt_shift
     perm = r.flat_perm.get(x)
     if perm is not None and len(perm) == weight.shape[1]:  # a channels-first flatten: IR position perm[i] is ONNX's i
         permuted = np.empty_like(weight)
@@ -67,7 +74,10 @@ def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | 
         weight = permuted
     x_scale = r.scales.get(src)
     if x_scale is not None or w_scale is not None:
-        return _float_scaled_dense(r, node, where, src, weight, wt, x_scale, w_scale, bias_tensor)
+        layer = _float_scaled_dense(r, node, where, src, weight, wt, x_scale, w_scale, bias_tensor)
+        if offset is not None:
+            _add_input_offset(layer, offset, r.info(src).type.frac + wt.frac)
+        return
     if r.info(src).shape != (weight.shape[1],):
         raise EdgeannError(f"{where}: a {weight.shape[1]}-input product of a tensor of shape {r.info(src).shape}: "
                            "only products of flat per-sample vectors are supported")
@@ -78,6 +88,8 @@ def dense(r, node, where, x: str, w: str, transpose_w: bool, bias_tensor: str | 
     else:
         b, bt = np.zeros(weight.shape[0], np.int64), ir.FixedType(2, r.info(src).type.frac + wt.frac)
     layer = ir.Dense(r.unique(node.name or "dense"), [src], weight=weight, weight_type=wt, bias=b, bias_type=bt)
+    if offset is not None:
+        _add_input_offset(layer, offset, r.info(src).type.frac + wt.frac)
     r.alias[node.output[0]] = r.emit(layer)
     r.raw_acc.add(layer.name)
     if bias_tensor is None:
@@ -102,11 +114,24 @@ def _float_scaled_dense(r, node, where, src, weight, wt, x_scale, w_scale, bias_
     r.scales[name] = np.asarray(scale, np.float64)
     if bias_tensor is None:
         r.alias[node.output[0]] = name
-        return
+        return layer
     product = f"{node.output[0]}/product"  # the product before the bias, as a chain's start
     r.alias[product] = name
     add = onnx.helper.make_node("Add", [product, bias_tensor], [node.output[0]], name=f"{node.name}/bias")
     ops_requant.extend(r, add, where)
+    return layer
+
+
+def _add_input_offset(layer: ir.Dense, offset: np.ndarray, frac: int) -> None:
+    """W (code + k) = W code + W k: the input's whole-code offsets ``k`` (one per input) join the bias, exactly, on
+    the accumulator's grid ``frac``."""
+    extra = layer.weight.astype(np.int64) @ offset.astype(np.int64)
+    shift = frac - layer.bias_type.frac
+    if shift < 0:
+        raise EdgeannError(f"{layer.name}: the bias is finer than the accumulator; cannot add the input's offset")
+    b = (layer.bias.astype(np.int64) << shift) + extra
+    layer.bias = b
+    layer.bias_type = ir.FixedType.covering(int(b.min(initial=0)), int(b.max(initial=0)), frac)
 
 
 def scaled(r, tensor: str, factor: float, where: str, what: str) -> str:

@@ -421,6 +421,41 @@ def end_trailing(r, tensor: str, where: str) -> None:
     r.output_gain = gain
 
 
+def fixed_point_affine(r, tensor: str, where: str) -> tuple[str, int, np.ndarray]:
+    """A float chain before a product that is exact fixed-point arithmetic: ``value = 2^-f (code + k)`` with one
+    power-of-two gain and a whole number of codes ``k`` per channel (FINN's UNSW-NB15 MLP reads ``(x + 1) / 2`` of
+    its bipolar input). Returns (the integer tensor, how many bits the gain moves the grid, ``k``), after checking
+    on every code of the input's range that the original's float32 arithmetic computes exactly that. Anything
+    else is refused: a float product of float values has no exact fixed-point equivalent."""
+    chain = r.chains[tensor]
+    info = r.info(chain.src)
+    channels = info.shape[-1] if info.shape else 1
+    coefficients = _affine(r, chain, where) if len(info.shape) == 1 else None
+    refuse = EdgeannError(
+        f"{where}: float arithmetic ({', '.join(n.op_type for n in chain.nodes)}) on {chain.src} enters this "
+        "product unquantized, and it is not exact fixed-point arithmetic (a power-of-two gain and whole-code offsets); "
+        "edgeann requantizes float chains exactly only into a following Quant, BipolarQuant or MultiThreshold")
+    if coefficients is None or chain.src in r.scales:
+        raise refuse
+    gain, offset = np.broadcast_to(coefficients[0], (channels,)), np.broadcast_to(coefficients[1], (channels,))
+    g = float(gain[0])
+    mantissa, exponent = math.frexp(abs(g))
+    k = offset / g
+    if np.any(gain != g) or g <= 0 or mantissa != 0.5 or np.any(k != np.rint(k)) or info.hi - info.lo > 1 << 16:
+        raise refuse
+    k = np.rint(k).astype(np.int64)
+    codes = np.arange(info.lo, info.hi + 1, dtype=np.int64)
+    values = np.broadcast_to((codes * info.type.scale).astype(np.float32)[:, None], (len(codes), channels))
+    last = chain.nodes[-1]
+    probe = helper.make_node("Identity", [last.output[0]], [f"{last.output[0]}/probe"])
+    layout = _chain_layout(r, chain.start, channels, where)
+    got = run_chain(r, chain, probe, values, layout.per_sample(channels))
+    if not np.array_equal(got, ((codes[:, None] + k[None, :]) * g).astype(np.float32)):
+        raise refuse
+    r.chains.pop(tensor)
+    return chain.src, 1 - exponent - info.type.frac, k
+
+
 AFFINE_OPS = ("Mul", "Div", "Add", "Sub", "Neg", "Identity", "Dropout", "BatchNormalization")
 
 
