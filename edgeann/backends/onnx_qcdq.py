@@ -21,6 +21,8 @@ file itself; the QONNX file (Quant nodes) comes from Brevitas (:mod:`edgeann.exp
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable
 from pathlib import Path
 
@@ -466,13 +468,38 @@ def save(graph: ir.Graph, path: Path) -> None:
     onnx.save(to_onnx(graph), str(path))
 
 
-def session(model: onnx.ModelProto | Path | str):
+def session(model: onnx.ModelProto | Path | str, opts=None):
+    """An onnxruntime CPU session. A model of an opset too old for onnxruntime's kernels (``Gemm(6)``, PyTorch's old
+    exporter) is converted to opset 13 by onnx's version converter first."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    if opts is None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        if "NOT_IMPLEMENTED" not in str(e) and "Could not find an implementation" not in str(e):
+            raise
+        from onnx import version_converter
+
+        m = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        if max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=OPSET) >= 13:
+            raise
+        m = copy.deepcopy(m)  # the converter wants whole dimensions: a dynamic batch is 1 while it converts
+        io = list(m.graph.input) + list(m.graph.output)
+        dynamic = [(vi.name, d.dim_param) for vi in io for d in vi.type.tensor_type.shape.dim[:1] if d.dim_param]
+        for vi in io:
+            for d in vi.type.tensor_type.shape.dim[:1]:
+                if d.dim_param:
+                    d.dim_value = 1
+        newer = version_converter.convert_version(m, 13)
+        params = dict(dynamic)
+        for vi in list(newer.graph.input) + list(newer.graph.output):
+            if vi.name in params:
+                vi.type.tensor_type.shape.dim[0].dim_param = params[vi.name]
+        return ort.InferenceSession(newer.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def run(model, x: np.ndarray, batch: int = 65536) -> np.ndarray:
@@ -487,9 +514,10 @@ def run_any(path: Path | str, x: np.ndarray, batch: int = 65536) -> np.ndarray:
     """onnxruntime on any single-input ONNX model, its batch dimension made dynamic first."""
     model = onnx.load(str(path))
     model.graph.ClearField("value_info")
+    initializers = {t.name for t in model.graph.initializer}  # inputs too in ONNX IR version 3
     for vi in list(model.graph.input) + list(model.graph.output):
         dims = vi.type.tensor_type.shape.dim
-        if dims:
+        if dims and vi.name not in initializers:
             dims[0].dim_param = "N"
     sess = session(model)
     name = sess.get_inputs()[0].name

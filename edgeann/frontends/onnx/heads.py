@@ -134,13 +134,16 @@ def unoptimized_session(model: onnx.ModelProto):
 
     model = copy.deepcopy(model)
     model.graph.ClearField("value_info")
+    initializers = {t.name for t in model.graph.initializer}  # inputs too in ONNX IR version 3
     for vi in list(model.graph.input) + list(model.graph.output):
-        if vi.type.tensor_type.shape.dim:
+        if vi.type.tensor_type.shape.dim and vi.name not in initializers:
             vi.type.tensor_type.shape.dim[0].dim_param = "N"
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from edgeann.backends.onnx_qcdq import session
+
+    return session(model, opts)
 
 
 def full_classes(outputs: list[np.ndarray], head: Head) -> np.ndarray:

@@ -97,8 +97,9 @@ def unended(r, tensor: str, where: str) -> EdgeannError:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a chain's channels are in its ONNX tensors: axis 1 of a channels-first (or 2-D) tensor, the last axis
-    of a tensor whose ONNX layout is the graph's channels-last one (a (1, 10, 49) input quantized per column)."""
+    """Where a chain's channels are in its ONNX tensors: axis 1 of a channels-first (or 2-D) tensor, the one axis
+    that is not 1 of a vector (an Unsqueeze to (N, C, 1) around a BatchNormalization), the last axis of a tensor
+    whose ONNX layout is the graph's channels-last one (a (1, 10, 49) input quantized per column)."""
 
     rank: int
     axis: int = 1
@@ -116,6 +117,8 @@ def _chain_layout(r, tensor: str, channels: int, where: str) -> Layout:
             raise EdgeannError(f"{where}: the tensor {tensor} of shape {shape} does not have its {channels} channels on "
                                "axis 1")
         return Layout(rank)
+    if None not in shape[1:] and int(np.prod(shape[1:])) == channels:  # a vector with unit axes, e.g. (N, C, 1)
+        return Layout(rank, next(a for a in range(1, rank) if shape[a] == channels))
     if shape[-1] not in (None, channels):
         raise EdgeannError(f"{where}: the tensor {tensor} of shape {shape} does not have its {channels} channels on "
                            "its last axis")
@@ -126,6 +129,9 @@ def _check_per_channel(r, nodes, layout: Layout, where: str) -> None:
     """Every constant of the chain is one value per channel (on the layout's axis): the chain is then one function
     per channel."""
     for node in nodes:
+        if node.op_type == "BatchNormalization" and layout.axis != 1:
+            raise EdgeannError(f"{where}: a BatchNormalization acts on axis 1, but this tensor's channels are on axis "
+                               f"{layout.axis}; not supported")
         for name in node.input:
             if name and name in r.consts and node.op_type not in ("BatchNormalization", "MultiThreshold", "Quant",
                                                                   "BipolarQuant", "QuantizeLinear",
@@ -258,6 +264,11 @@ class Codes:
 
 def _per_channel(value, channels: int, layout: Layout, where: str, what: str) -> np.ndarray:
     v = np.asarray(value, np.float64)
+    if what == "batch norm":  # its parameters are 1-D, for axis 1 of its input whatever the rank
+        if layout.axis != 1 or v.size not in (1, channels):
+            raise EdgeannError(f"{where}: batch norm of shape {v.shape} does not act on the {channels} channels of "
+                               "this tensor")
+        return v.reshape(()) if v.size == 1 else v.reshape(channels)
     if v.size == 1:
         return v.reshape(())
     if v.ndim > layout.rank:

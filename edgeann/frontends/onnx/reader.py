@@ -264,11 +264,29 @@ def clean(model: onnx.ModelProto) -> onnx.ModelProto:
         if i.name not in initializers:
             model.metadata_props.add(key=ORIGINAL_INPUT, value=i.name)
             break
+    _initializers_are_not_inputs(model)
+    if not any(n.op_type in QUANTIZERS or n.op_type in QONNX_QUANTIZERS for n in model.graph.node):
+        from edgeann.frontends.onnx.fold_bn import fold_batchnorms
+
+        fold_batchnorms(model)  # a float model: batch norms into the products before them, as PTQ does
     _bypass_identities(model)
     try:
         return cleanup_model(ModelWrapper(model)).model
     except Exception as e:
         raise EdgeannError(f"qonnx could not clean up the model ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+
+
+def _initializers_are_not_inputs(model: onnx.ModelProto) -> None:
+    """Models of ONNX IR version 3 (PyTorch's old exporter) list every initializer as a graph input too; qonnx's
+    clean-up removes unused initializers (BatchNorm's ``num_batches_tracked``) but keeps such inputs, which then
+    look like more model inputs. From IR version 4 on an initializer need not be an input."""
+    initializers = {t.name for t in model.graph.initializer}
+    if not initializers & {i.name for i in model.graph.input}:
+        return
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = max(model.ir_version, 4)
 
 
 def _bypass_identities(model: onnx.ModelProto) -> None:
