@@ -139,3 +139,31 @@ def brevitas_cnn_qcdq_export(path: Path, **kw) -> Path:
     net, shape = brevitas_cnn(**kw)
     export_onnx_qcdq(net, torch.randn(1, *shape), export_path=str(path), dynamo=False)
     return path
+
+
+def brevitas_float_cnn(per_channel: bool, path: Path, seed: int = 0) -> Path:
+    """Brevitas' defaults: float (learned) scales on the input, the convolutions' weights (per tensor, or one per
+    output channel) and activations, float biases, BatchNorm2d, MaxPool, AvgPool; 4-bit weights and activations."""
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.export import export_qonnx
+    from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
+
+    torch.manual_seed(seed)
+    wq = Int8WeightPerChannelFloat if per_channel else Int8WeightPerTensorFloat
+    net = torch.nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=6, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, weight_quant=wq, weight_bit_width=4, padding=1),
+        torch.nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
+        torch.nn.MaxPool2d(2),
+        qnn.QuantConv2d(4, 3, 3, weight_quant=wq, weight_bit_width=4, bias=True),
+        qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
+        torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+        qnn.QuantLinear(3, 2, bias=True))
+    net.train()
+    with torch.no_grad():
+        for _ in range(5):
+            net(torch.randn(32, 2, 8, 8))
+    export_qonnx(net.eval(), torch.randn(1, 2, 8, 8), export_path=str(path), dynamo=False)
+    return path

@@ -18,6 +18,7 @@ from edgeann.errors import EdgeannError
 from edgeann.export import run_qonnx
 from edgeann.frontends.onnx import parse_precision, read_foreign
 from edgeann.frontends.onnx.ops_requant import tabulate
+from tests.frontends.conv_models import brevitas_float_cnn
 from tests.frontends.foreign_models import (QONNX_DOMAIN, brevitas_binary_mlp, brevitas_float_scaled_mlp, brevitas_qonnx,
                                             finn_multithreshold_mlp)
 
@@ -295,34 +296,6 @@ def test_input_quantized_per_column_on_the_last_axis_of_a_4d_input(tmp_path):
     first = foreign.graph.nodes[1]
     assert isinstance(first, ir.Threshold) and foreign.graph.input.shape == (1, 4, 5)
     assert len({tuple(t) for t in np.asarray(first.thresholds)}) == 5  # one set of steps per column
-
-
-def brevitas_float_cnn(per_channel: bool, path: Path, seed: int = 0) -> Path:
-    """Brevitas' defaults: float (learned) scales on the input, the convolutions' weights (per tensor, or one per
-    output channel) and activations, float biases, BatchNorm2d, MaxPool, AvgPool; 4-bit weights and activations."""
-    import torch
-    from brevitas import nn as qnn
-    from brevitas.export import export_qonnx
-    from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
-
-    torch.manual_seed(seed)
-    wq = Int8WeightPerChannelFloat if per_channel else Int8WeightPerTensorFloat
-    net = torch.nn.Sequential(
-        qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=6, return_quant_tensor=True),
-        qnn.QuantConv2d(2, 4, 3, weight_quant=wq, weight_bit_width=4, padding=1),
-        torch.nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
-        torch.nn.MaxPool2d(2),
-        qnn.QuantConv2d(4, 3, 3, weight_quant=wq, weight_bit_width=4, bias=True),
-        qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
-        torch.nn.AvgPool2d(2), torch.nn.Flatten(),
-        qnn.QuantLinear(3, 2, bias=True))
-    net.train()
-    with torch.no_grad():
-        for _ in range(5):
-            net(torch.randn(32, 2, 8, 8))
-    export_qonnx(net.eval(), torch.randn(1, 2, 8, 8), export_path=str(path), dynamo=False)
-    return path
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
