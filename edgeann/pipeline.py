@@ -197,14 +197,15 @@ def _references(project: Path, kind: str, decode=None) -> dict:
     ort = ("onnxruntime on model.onnx (QCDQ)", lambda x: onnx_qcdq.run(session, x))
     codes = decode or (lambda y: y)
     model_x = lambda x: model_layout(data, x)  # noqa: E731
+    out = lambda y: firmware_layout(data, y)  # noqa: E731
     if kind == "qonnx":
         return dict([("qonnx executor on the QONNX model",
-                      lambda x: codes(run_qonnx(data / "source.onnx", model_x(x)))), ort])
+                      lambda x: codes(out(run_qonnx(data / "source.onnx", model_x(x))))), ort])
     if kind == "qcdq":
         return dict([("qonnx executor on the original QCDQ model",
-                      lambda x: codes(run_qonnx(data / "source.onnx", model_x(x)))),
+                      lambda x: codes(out(run_qonnx(data / "source.onnx", model_x(x))))),
                      ("onnxruntime (graph optimizations off) on the original QCDQ model",
-                      lambda x: codes(run_all(data / "source.onnx", model_x(x), qonnx=False)[0])), ort])
+                      lambda x: codes(out(run_all(data / "source.onnx", model_x(x), qonnx=False)[0]))), ort])
     return dict([ort])
 
 
@@ -216,6 +217,17 @@ def model_layout(data: Path, x: np.ndarray) -> np.ndarray:
     except (OSError, ValueError):
         perm = None
     return np.ascontiguousarray(np.transpose(x, perm)) if perm else x
+
+
+def firmware_layout(data: Path, y: np.ndarray) -> np.ndarray:
+    """The original model's outputs ``y`` in the firmware's layout, one row per vector: a channels-first output
+    feature map transposed channels-last by the ``output_perm`` that ``source.json`` records, else as they are."""
+    try:
+        perm = json.loads((data / "source.json").read_text()).get("output_perm")
+    except (OSError, ValueError):
+        perm = None
+    y = np.asarray(y)
+    return np.ascontiguousarray(np.transpose(y, perm)).reshape(len(y), -1) if perm else y
 
 
 def _output_scale(project: Path) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -513,7 +525,9 @@ def _write_project_data(project: Path, graph, source: Path, kind: str, precision
                                       "output_offset": (None if foreign is None or foreign.output_offset is None
                                                         else np.ravel(foreign.output_offset).tolist()),
                                       "output_lsb": graph.infos()[graph.outputs[0]].type.scale,
-                                      "input_perm": list(foreign.input_perm) if foreign is not None and foreign.input_perm else None})
+                                      "input_perm": list(foreign.input_perm) if foreign is not None and foreign.input_perm else None,
+                                      "output_perm": (list(foreign.output_perm) if foreign is not None and foreign.output_perm
+                                                      else None)})
     return x, desc, data_x, labels
 
 
@@ -540,7 +554,7 @@ def _build_project(project: Path, source: Path, kind: str, graph, options, preci
     if kind == "float":
         # what post-training fixed point costs, on typical (standardized) inputs
         xs = np.random.default_rng(0).standard_normal((2000, *graph.input.shape)).astype(np.float32)
-        original = onnx_qcdq.run_any(data / "source.onnx", model_layout(data, xs)).reshape(len(xs), -1)
+        original = firmware_layout(data, onnx_qcdq.run_any(data / "source.onnx", model_layout(data, xs))).reshape(len(xs), -1)
         fixed = onnx_qcdq.run(data / "reference.onnx", xs).reshape(len(xs), -1)
         diff = np.abs(original - fixed)
         result["distance_to_float_model"] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
@@ -587,7 +601,7 @@ def _compare_with_full_model(result: dict, project: Path, kind: str, foreign, x:
     if kind == "qcdq":
         from edgeann.backends import onnx_qcdq
 
-        optimized = onnx_qcdq.run_any(data / "source.onnx", model_layout(data, x)).reshape(len(x), -1)
+        optimized = firmware_layout(data, onnx_qcdq.run_any(data / "source.onnx", model_layout(data, x))).reshape(len(x), -1)
         result["onnxruntime_default_session"] = {
             "exact_fraction_vs_firmware": float(np.mean(optimized == firmware)),
             "note": "onnxruntime's default graph optimizations fuse QuantizeLinear/DequantizeLinear pairs into integer "

@@ -65,3 +65,15 @@ def test_brevitas_cnn_with_float_scales_is_bit_exact(tmp_path):
     _, v = export_firmware(src, tmp_path / "p", input_precision="ap_fixed<10,3>", echo=lambda *a: None)
     _exact(v, "qonnx executor on the QONNX model")
     assert v["output_codes"]["offset"] is not None
+
+
+def test_a_channels_first_feature_map_output_is_compared_channels_last(tmp_path):
+    """An output feature map (N, C, H, W): the firmware's is channels-last (H, W, C); the original's outputs are
+    transposed by the output_perm in source.json before the comparison. (It was refused.)"""
+    from tests.frontends.conv_models import brevitas_feature_map_cnn
+
+    src = brevitas_feature_map_cnn(tmp_path / "fm.onnx")
+    proj, v = export_firmware(src, tmp_path / "p", input_precision="ap_fixed<10,3>", echo=lambda *a: None)
+    _exact(v, "qonnx executor on the QONNX model")
+    meta = json.loads((proj / "edgeann" / "source.json").read_text())
+    assert meta["output_perm"] == [0, 2, 3, 1] and meta["input_perm"] == [0, 3, 1, 2]

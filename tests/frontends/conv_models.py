@@ -167,3 +167,25 @@ def brevitas_float_cnn(per_channel: bool, path: Path, seed: int = 0) -> Path:
             net(torch.randn(32, 2, 8, 8))
     export_qonnx(net.eval(), torch.randn(1, 2, 8, 8), export_path=str(path), dynamo=False)
     return path
+
+
+def brevitas_feature_map_cnn(path: Path, seed: int = 0) -> Path:
+    """A Brevitas CNN whose output is a feature map (an autoencoder's shape): QuantIdentity -> QuantConv2d (float
+    scales) -> QuantReLU -> QuantConv2d -> QuantIdentity, output (N, 3, 6, 6) channels-first."""
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.export import export_qonnx
+    from brevitas.quant import Int8ActPerTensorFloat
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=6, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, weight_bit_width=4, padding=1),
+        qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
+        qnn.QuantConv2d(4, 3, 3, weight_bit_width=4),
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat))
+    with torch.no_grad():
+        for _ in range(5):
+            net(torch.randn(32, 2, 8, 8))
+    export_qonnx(net.eval(), torch.randn(1, 2, 8, 8), export_path=str(path), dynamo=False)
+    return path

@@ -60,6 +60,7 @@ class Foreign:
     output_scale: np.ndarray | None = None  # the output codes' float scale where it is no power of two
     output_offset: np.ndarray | None = None  # a trailing affine float chain's offset: value = code * scale + offset
     input_perm: tuple[int, ...] | None = None  # axes taking the firmware's channels-last inputs into the model's layout
+    output_perm: tuple[int, ...] | None = None  # axes taking the model's channels-first output to the firmware's
 
 
 def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | None = None,
@@ -76,7 +77,7 @@ def read_foreign(path: Path, precision: ir.FixedType | None = None, name: str | 
     graph, output_scale, output_offset = read(clean(copy.deepcopy(reference)), name or path.name.split(".")[0],
                                               precision, input_precision, layout)
     return Foreign(graph, model_kind(model), model, reference, head, input_precision is not None, output_scale,
-                   output_offset, layout["input_perm"])
+                   output_offset, layout["input_perm"], layout["output_perm"])
 
 
 def annotated_input_type(model: onnx.ModelProto) -> ir.FixedType | None:

@@ -118,6 +118,7 @@ class Reader:
         self.cf: set[str] = set()  # onnx tensors that are channels-first (N, C, ...) while their IR tensor is channels-last
         self.flat_perm: dict[str, np.ndarray] = {}  # flattened channels-first onnx tensor -> IR position of each value
         self.input_perm: tuple[int, ...] | None = None  # firmware-layout input -> the model's layout (channels-first)
+        self.output_perm: tuple[int, ...] | None = None  # the model's channels-first output -> the firmware's layout
         self.shape: dict[str, tuple] = {}
         for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
             dims = vi.type.tensor_type.shape.dim
@@ -217,15 +218,23 @@ class Reader:
 
     def finish(self) -> ir.Graph:
         out = self.model.graph.output[0].name
-        if out in self.flat_perm or (out in self.cf and int(np.prod(self.shape.get(out, (0, 0))[2:] or (1,))) > 1):
-            raise EdgeannError(f"output {out}: a channels-first feature map is not supported as the model's output; end "
-                               "the model with Flatten and a Gemm/MatMul")
+        if out in self.flat_perm:
+            raise EdgeannError(f"output {out}: a flattened channels-first feature map is not supported as the model's "
+                               "output; end the model with a Gemm/MatMul, or with the feature map itself")
+        shape = self.shape.get(out)
+        if out in self.cf and shape and len(shape) in (3, 4) and int(np.prod(shape[2:])) > 1:
+            # the firmware's output is channels-last: the original's is transposed by this before comparing
+            self.output_perm = (0, *range(2, len(shape)), 1)
         if out in self.chains:
             from edgeann.frontends.onnx.ops_requant import end_trailing
 
             end_trailing(self, out, f"output {out}")
         src = self.dynamic(out, f"output {out}")
         self.output_scale = self.output_gain if self.output_gain is not None else self.scales.get(src)
+        if self.output_perm is not None:  # per-channel scale and offset of a channels-last feature map, flattened
+            spatial = int(np.prod(self.info(src).shape[:-1]))
+            tile = lambda v: v if v is None or np.size(v) == 1 else np.tile(np.ravel(v), spatial)  # noqa: E731
+            self.output_scale, self.output_offset = tile(self.output_scale), tile(self.output_offset)
         if not self.nodes or not isinstance(self.nodes[0], ir.Input):
             raise EdgeannError("the model's input is not quantized before its first layer")
         graph = ir.Graph(self.name, self.nodes, [src])
@@ -355,7 +364,8 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
     scale that is no power of two, that scale, and where a trailing affine float chain was left to the reference, its
     offset (value = code * scale + offset, per output or one for all). ``layout``, where given, receives
     ``input_perm``: the axes that take the firmware's (channels-last) inputs into the model's layout, or None where
-    they agree."""
+    they agree, and ``output_perm``: those that take the model's channels-first output feature map to the
+    firmware's channels-last one."""
     reader = Reader(model, name, precision, input_precision)
     if input_precision is not None and not reader.quantized:
         raise EdgeannError("--input-precision is for quantized models whose input is not quantized; a float model "
@@ -380,5 +390,5 @@ def read(model: onnx.ModelProto, name: str, precision: ir.FixedType | None,
             reader.flat_perm[node.output[0]] = reader.flat_perm[dynamic[0]]
     graph = reader.finish()
     if layout is not None:
-        layout["input_perm"] = reader.input_perm
+        layout["input_perm"], layout["output_perm"] = reader.input_perm, reader.output_perm
     return graph, reader.output_scale, reader.output_offset
