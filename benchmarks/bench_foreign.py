@@ -1,6 +1,6 @@
 """Foreign models: edgeann's firmware against hls4ml's own ONNX/QONNX frontend, both checked against the original.
 
-    python benchmarks/bench_foreign.py [--models DIR] [--json PATH]
+    python benchmarks/bench_foreign.py [--models DIR] [--model PATH[:ap_fixed<W,I>] ...] [--json PATH]
 
 On each example model that ``edgeann examples DIR`` writes (QKeras-, Brevitas- and FINN-style QONNX; without
 ``--models`` they are written into a temporary folder), two toolchains are run and compared with the ORIGINAL model
@@ -126,17 +126,14 @@ def run_hls4ml(path: Path, out: Path, x: np.ndarray) -> dict:
             "n_values": int(reference.size), "seconds": wall}
 
 
-def bench(models: Path, root: Path) -> list[dict]:
+def bench(models: Path | None, root: Path, extra: list[tuple[Path, str | None]] = ()) -> list[dict]:
     from edgeann.examples import EXAMPLES
 
+    todo = [(models / e.file, input_precision(e)) for e in EXAMPLES if models is not None and (models / e.file).exists()]
     rows = []
-    for example in EXAMPLES:
-        path = models / example.file
-        if not path.exists():
-            continue
+    for path, precision in [*todo, *extra]:
         stem = path.stem
-        precision = input_precision(example)
-        row = {"model": example.file, "input_precision": precision}
+        row = {"model": path.name, "input_precision": precision}
         try:
             row["edgeann"] = ea = run_edgeann(path, root / f"{stem}_edgeann", precision)
         except Exception as e:  # noqa: BLE001
@@ -178,16 +175,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, help="a folder written by `edgeann examples DIR` (default: write them)")
     ap.add_argument("--json", type=Path, help="write the numbers to this JSON file")
+    ap.add_argument("--model", action="append", default=[], metavar="PATH[:ap_fixed<W,I>]",
+                    help="a QONNX model of your own (repeatable), with the --input-precision its export needs; with "
+                         "--model and no --models only these are run")
     args = ap.parse_args()
+    extra = [(Path(m.split(":", 1)[0]), m.split(":", 1)[1] if ":" in m else None) for m in args.model]
     with tempfile.TemporaryDirectory(prefix="bench-foreign-") as tmp:
         tmp = Path(tmp)
         models = args.models
-        if models is None:
+        if models is None and not extra:
             from edgeann.examples import write_examples
 
             models = tmp / "models"
             write_examples(models)
-        rows = bench(models, tmp)
+        rows = bench(models, tmp, extra)
     print(table(rows))
     for r in rows:
         if "error" in r.get("hls4ml", {}):
