@@ -171,12 +171,12 @@ def test_trailing_tensornorm_is_left_to_the_reference_with_scale_and_offset(tmp_
     assert meta["output_lsb"] == 0.25 and meta["output_offset"] == v["output_codes"]["offset"]
 
 
-def test_threshold_layers_refuse_io_stream_in_one_line(tmp_path, capsys):
+def test_threshold_layers_in_io_stream_are_bit_exact(tmp_path):
+    """The threshold layer reads and writes hls4ml's streams of packs too (here packs of a whole Dense output)."""
     src = finn_multithreshold_mlp(tmp_path / "f.onnx")
-    assert main(["export", str(src), "--fpga", "--io-type", "io_stream", "--out", str(tmp_path / "p")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "io_stream firmware does not support edgeann's threshold layer" in err and "use io_parallel" in err
-    assert "\n" not in err and not (tmp_path / "p").exists()
+    proj, v = export_firmware(src, tmp_path / "p", {"io_type": "io_stream"}, echo=lambda *a: None)
+    _exact(v, "qonnx executor on the QONNX model")
+    assert json.loads((proj / "report.json").read_text())["options"]["io_type"] == "io_stream"
 
 
 def test_keras_style_float_cnn_example_is_bit_exact_with_its_distance_to_the_float_model(tmp_path):

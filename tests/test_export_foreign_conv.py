@@ -56,13 +56,16 @@ def test_channels_first_float_cnn_with_precision(tmp_path):
     assert 0 <= v["distance_to_float_model"]["max_abs_diff"] < 0.1
 
 
-def test_brevitas_cnn_with_float_scales_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_brevitas_cnn_with_float_scales_is_bit_exact(tmp_path, io_type):
     """Brevitas' default float scales (per-channel weights), BatchNorm2d, MaxPool and AvgPool, float biases: integer
-    convolutions, Threshold layers on their channels-last outputs, outputs as codes of a float scale."""
+    convolutions, Threshold layers on their channels-last outputs (in io_stream: one pixel's channels per pack),
+    outputs as codes of a float scale."""
     from tests.frontends.conv_models import brevitas_float_cnn
 
     src = brevitas_float_cnn(True, tmp_path / "cnn.onnx")
-    _, v = export_firmware(src, tmp_path / "p", input_precision="ap_fixed<10,3>", echo=lambda *a: None)
+    _, v = export_firmware(src, tmp_path / "p", {"io_type": io_type}, input_precision="ap_fixed<10,3>",
+                           echo=lambda *a: None)
     _exact(v, "qonnx executor on the QONNX model")
     assert v["output_codes"]["offset"] is not None
 

@@ -431,9 +431,7 @@ def _check_stream_limits(layers: list[HlsLayer]) -> None:
     an assert would end the process)."""
     for layer in layers:
         a = layer.attributes
-        if layer.class_name in ("EdgeannThreshold", "EdgeannAffineRequant"):
-            reason = "edgeann's threshold layer (exact requantization of a foreign model's float chain)"
-        elif layer.class_name == "Conv2D" and a["filt_height"] == 1 and a["stride_height"] > 1:
+        if layer.class_name == "Conv2D" and a["filt_height"] == 1 and a["stride_height"] > 1:
             reason = "a kernel one row high with a row stride above 1 (its line buffer ignores that stride)"
         elif "Pooling" in layer.class_name and any(a[f"stride_{axis}"] != a[f"pool_{axis}"]
                                                    for axis in ("height", "width") if f"pool_{axis}" in a):

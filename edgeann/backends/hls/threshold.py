@@ -4,7 +4,8 @@ registered with hls4ml through its extension API like the recurrent layers (:mod
 hls4ml has no layer that compares and counts; its own requantization of a foreign model's float chain (a
 ``BatchNormalization`` with float scale and bias, an ``ApplyAlpha``) computes in fixed point and rounds, so it is
 not exact. Here the thresholds come from the graph, which found them with the original's arithmetic, and the layer
-only compares, counts and adds. Supported: ``io_parallel``.
+only compares, counts and adds. Supported: ``io_parallel`` (arrays) and ``io_stream`` (streams of packs, one
+pixel's channels per pack after a convolution): the header overloads each function for both.
 """
 
 from __future__ import annotations

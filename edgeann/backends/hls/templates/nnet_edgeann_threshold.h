@@ -8,11 +8,13 @@
 // thresholds are on the input's grid (threshold_t has its fraction bits), start and step are output codes as
 // values of the result's grid (start_t, step_t); the comparisons and the sum are exact ap_fixed arithmetic, and the
 // result is representable in res_T by construction, so nothing rounds or saturates.
-// Inputs and outputs: io_parallel arrays of n_in values.
+// Inputs and outputs: io_parallel arrays of n_in values, or io_stream streams of packs (hls4ml's nnet::array of
+// data_T::size values, e.g. the channels of one pixel); value i is then element j of pack p, i = p * size + j.
 
 #ifndef NNET_EDGEANN_THRESHOLD_H_
 #define NNET_EDGEANN_THRESHOLD_H_
 
+#include "hls_stream.h"
 #include "nnet_common.h"
 
 namespace nnet {
@@ -44,6 +46,35 @@ void edgeann_threshold(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
             }
         }
         res[i] = start[c] + step[c] * count;
+    }
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void edgeann_threshold(hls::stream<data_T> &data, hls::stream<res_T> &res,
+                       typename CONFIG_T::threshold_t thresholds[CONFIG_T::n_chan * CONFIG_T::n_steps],
+                       typename CONFIG_T::start_t start[CONFIG_T::n_chan],
+                       typename CONFIG_T::step_t step[CONFIG_T::n_chan]) {
+    #pragma HLS ARRAY_PARTITION variable=thresholds complete
+    #pragma HLS ARRAY_PARTITION variable=start complete
+    #pragma HLS ARRAY_PARTITION variable=step complete
+    for (unsigned p = 0; p < CONFIG_T::n_in / data_T::size; p++) {
+        #pragma HLS PIPELINE
+        data_T in = data.read();
+        res_T out;
+        PRAGMA_DATA_PACK(out)
+        for (unsigned j = 0; j < data_T::size; j++) {
+            #pragma HLS UNROLL
+            const unsigned c = (p * data_T::size + j) % CONFIG_T::n_chan;
+            typename CONFIG_T::count_t count = 0;
+            for (unsigned k = 0; k < CONFIG_T::n_steps; k++) {
+                #pragma HLS UNROLL
+                if (in[j] >= thresholds[c * CONFIG_T::n_steps + k]) {
+                    count++;
+                }
+            }
+            out[j] = start[c] + step[c] * count;
+        }
+        res.write(out);
     }
 }
 
@@ -93,6 +124,48 @@ void edgeann_affine_requant(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_i
             }
         }
         res[i] = code * unit[0];
+    }
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void edgeann_affine_requant(hls::stream<data_T> &data, hls::stream<res_T> &res,
+                            typename CONFIG_T::multiplier_t multiplier[CONFIG_T::n_chan],
+                            typename CONFIG_T::offset_t offset[CONFIG_T::n_chan],
+                            typename CONFIG_T::code_t low[CONFIG_T::n_chan],
+                            typename CONFIG_T::code_t high[CONFIG_T::n_chan],
+                            typename CONFIG_T::step_t step[CONFIG_T::n_chan],
+                            typename CONFIG_T::threshold_t exact[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
+                            typename CONFIG_T::threshold_t line[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
+                            typename CONFIG_T::unit_t unit[1]) {
+    for (unsigned p = 0; p < CONFIG_T::n_in / data_T::size; p++) {
+        #pragma HLS PIPELINE
+        data_T in = data.read();
+        res_T out;
+        PRAGMA_DATA_PACK(out)
+        for (unsigned j = 0; j < data_T::size; j++) {
+            #pragma HLS UNROLL
+            const unsigned c = (p * data_T::size + j) % CONFIG_T::n_chan;
+            typename CONFIG_T::floor_t f = in[j] * multiplier[c] + offset[c];
+            if (f < low[c]) {
+                f = low[c];
+            }
+            if (f > high[c]) {
+                f = high[c];
+            }
+            typename CONFIG_T::code_t code = f;
+            for (unsigned e = 0; e < CONFIG_T::n_corrections; e++) {
+                #pragma HLS UNROLL
+                const unsigned k = c * CONFIG_T::n_corrections + e;
+                if (in[j] >= exact[k]) {
+                    code += step[c];
+                }
+                if (in[j] >= line[k]) {
+                    code -= step[c];
+                }
+            }
+            out[j] = code * unit[0];
+        }
+        res.write(out);
     }
 }
 
