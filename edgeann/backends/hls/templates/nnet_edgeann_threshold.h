@@ -26,6 +26,23 @@ struct edgeann_threshold_config {
     typedef ap_uint<1> count_t;
 };
 
+// One value of channel c: the count of thresholds it reaches, as an output code.
+template <class out_T, class in_T, typename CONFIG_T>
+out_T edgeann_threshold_value(in_T x, unsigned c,
+                              typename CONFIG_T::threshold_t thresholds[CONFIG_T::n_chan * CONFIG_T::n_steps],
+                              typename CONFIG_T::start_t start[CONFIG_T::n_chan],
+                              typename CONFIG_T::step_t step[CONFIG_T::n_chan]) {
+    #pragma HLS INLINE
+    typename CONFIG_T::count_t count = 0;
+    for (unsigned k = 0; k < CONFIG_T::n_steps; k++) {
+        #pragma HLS UNROLL
+        if (x >= thresholds[c * CONFIG_T::n_steps + k]) {
+            count++;
+        }
+    }
+    return start[c] + step[c] * count;
+}
+
 template <class data_T, class res_T, typename CONFIG_T>
 void edgeann_threshold(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
                        typename CONFIG_T::threshold_t thresholds[CONFIG_T::n_chan * CONFIG_T::n_steps],
@@ -37,15 +54,7 @@ void edgeann_threshold(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
     #pragma HLS ARRAY_PARTITION variable=step complete
     for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
         #pragma HLS UNROLL
-        const unsigned c = i % CONFIG_T::n_chan;
-        typename CONFIG_T::count_t count = 0;
-        for (unsigned k = 0; k < CONFIG_T::n_steps; k++) {
-            #pragma HLS UNROLL
-            if (data[i] >= thresholds[c * CONFIG_T::n_steps + k]) {
-                count++;
-            }
-        }
-        res[i] = start[c] + step[c] * count;
+        res[i] = edgeann_threshold_value<res_T, data_T, CONFIG_T>(data[i], i % CONFIG_T::n_chan, thresholds, start, step);
     }
 }
 
@@ -64,15 +73,8 @@ void edgeann_threshold(hls::stream<data_T> &data, hls::stream<res_T> &res,
         PRAGMA_DATA_PACK(out)
         for (unsigned j = 0; j < data_T::size; j++) {
             #pragma HLS UNROLL
-            const unsigned c = (p * data_T::size + j) % CONFIG_T::n_chan;
-            typename CONFIG_T::count_t count = 0;
-            for (unsigned k = 0; k < CONFIG_T::n_steps; k++) {
-                #pragma HLS UNROLL
-                if (in[j] >= thresholds[c * CONFIG_T::n_steps + k]) {
-                    count++;
-                }
-            }
-            out[j] = start[c] + step[c] * count;
+            out[j] = edgeann_threshold_value<typename res_T::value_type, typename data_T::value_type, CONFIG_T>(
+                in[j], (p * data_T::size + j) % CONFIG_T::n_chan, thresholds, start, step);
         }
         res.write(out);
     }
@@ -91,52 +93,50 @@ struct edgeann_affine_requant_config {
     static const unsigned n_corrections = 0;
 };
 
+#define EDGEANN_AFFINE_ARGS                                                                                     \
+    typename CONFIG_T::multiplier_t multiplier[CONFIG_T::n_chan], typename CONFIG_T::offset_t offset[CONFIG_T::n_chan], \
+        typename CONFIG_T::code_t low[CONFIG_T::n_chan], typename CONFIG_T::code_t high[CONFIG_T::n_chan],             \
+        typename CONFIG_T::step_t step[CONFIG_T::n_chan],                                                               \
+        typename CONFIG_T::threshold_t exact[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],                           \
+        typename CONFIG_T::threshold_t line[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1], typename CONFIG_T::unit_t unit[1]
+
+// One value of channel c: the line's floor, clipped, plus the corrections, as an output code.
+template <class out_T, class in_T, typename CONFIG_T>
+out_T edgeann_affine_value(in_T x, unsigned c, EDGEANN_AFFINE_ARGS) {
+    #pragma HLS INLINE
+    typename CONFIG_T::floor_t f = x * multiplier[c] + offset[c];
+    if (f < low[c]) {
+        f = low[c];
+    }
+    if (f > high[c]) {
+        f = high[c];
+    }
+    typename CONFIG_T::code_t code = f;
+    for (unsigned e = 0; e < CONFIG_T::n_corrections; e++) {
+        #pragma HLS UNROLL
+        const unsigned k = c * CONFIG_T::n_corrections + e;
+        if (x >= exact[k]) {
+            code += step[c];
+        }
+        if (x >= line[k]) {
+            code -= step[c];
+        }
+    }
+    return code * unit[0];
+}
+
 template <class data_T, class res_T, typename CONFIG_T>
-void edgeann_affine_requant(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in],
-                            typename CONFIG_T::multiplier_t multiplier[CONFIG_T::n_chan],
-                            typename CONFIG_T::offset_t offset[CONFIG_T::n_chan],
-                            typename CONFIG_T::code_t low[CONFIG_T::n_chan],
-                            typename CONFIG_T::code_t high[CONFIG_T::n_chan],
-                            typename CONFIG_T::step_t step[CONFIG_T::n_chan],
-                            typename CONFIG_T::threshold_t exact[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
-                            typename CONFIG_T::threshold_t line[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
-                            typename CONFIG_T::unit_t unit[1]) {
+void edgeann_affine_requant(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in], EDGEANN_AFFINE_ARGS) {
     #pragma HLS INLINE
     for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
         #pragma HLS UNROLL
-        const unsigned c = i % CONFIG_T::n_chan;
-        typename CONFIG_T::floor_t f = data[i] * multiplier[c] + offset[c];
-        if (f < low[c]) {
-            f = low[c];
-        }
-        if (f > high[c]) {
-            f = high[c];
-        }
-        typename CONFIG_T::code_t code = f;
-        for (unsigned e = 0; e < CONFIG_T::n_corrections; e++) {
-            #pragma HLS UNROLL
-            const unsigned k = c * CONFIG_T::n_corrections + e;
-            if (data[i] >= exact[k]) {
-                code += step[c];
-            }
-            if (data[i] >= line[k]) {
-                code -= step[c];
-            }
-        }
-        res[i] = code * unit[0];
+        res[i] = edgeann_affine_value<res_T, data_T, CONFIG_T>(data[i], i % CONFIG_T::n_chan, multiplier, offset, low,
+                                                               high, step, exact, line, unit);
     }
 }
 
 template <class data_T, class res_T, typename CONFIG_T>
-void edgeann_affine_requant(hls::stream<data_T> &data, hls::stream<res_T> &res,
-                            typename CONFIG_T::multiplier_t multiplier[CONFIG_T::n_chan],
-                            typename CONFIG_T::offset_t offset[CONFIG_T::n_chan],
-                            typename CONFIG_T::code_t low[CONFIG_T::n_chan],
-                            typename CONFIG_T::code_t high[CONFIG_T::n_chan],
-                            typename CONFIG_T::step_t step[CONFIG_T::n_chan],
-                            typename CONFIG_T::threshold_t exact[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
-                            typename CONFIG_T::threshold_t line[CONFIG_T::n_chan * CONFIG_T::n_corrections + 1],
-                            typename CONFIG_T::unit_t unit[1]) {
+void edgeann_affine_requant(hls::stream<data_T> &data, hls::stream<res_T> &res, EDGEANN_AFFINE_ARGS) {
     for (unsigned p = 0; p < CONFIG_T::n_in / data_T::size; p++) {
         #pragma HLS PIPELINE
         data_T in = data.read();
@@ -144,30 +144,14 @@ void edgeann_affine_requant(hls::stream<data_T> &data, hls::stream<res_T> &res,
         PRAGMA_DATA_PACK(out)
         for (unsigned j = 0; j < data_T::size; j++) {
             #pragma HLS UNROLL
-            const unsigned c = (p * data_T::size + j) % CONFIG_T::n_chan;
-            typename CONFIG_T::floor_t f = in[j] * multiplier[c] + offset[c];
-            if (f < low[c]) {
-                f = low[c];
-            }
-            if (f > high[c]) {
-                f = high[c];
-            }
-            typename CONFIG_T::code_t code = f;
-            for (unsigned e = 0; e < CONFIG_T::n_corrections; e++) {
-                #pragma HLS UNROLL
-                const unsigned k = c * CONFIG_T::n_corrections + e;
-                if (in[j] >= exact[k]) {
-                    code += step[c];
-                }
-                if (in[j] >= line[k]) {
-                    code -= step[c];
-                }
-            }
-            out[j] = code * unit[0];
+            out[j] = edgeann_affine_value<typename res_T::value_type, typename data_T::value_type, CONFIG_T>(
+                in[j], (p * data_T::size + j) % CONFIG_T::n_chan, multiplier, offset, low, high, step, exact, line, unit);
         }
         res.write(out);
     }
 }
+
+#undef EDGEANN_AFFINE_ARGS
 
 } // namespace nnet
 
